@@ -1,0 +1,98 @@
+"""Turning interaction results into HTTP responses: headers, Prefer, _summary and formats."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from fhir_server.access import AccessContext
+from fhir_server.api.formats import Format, body_kind, parse_body, render, response_format
+from fhir_server.api.http import prefer_return, version_headers
+from fhir_server.errors import TooLarge, Unauthorized, information
+from fhir_server.interactions.context import Env, Result
+from fhir_server.model.json import parse
+from fhir_server.model.summary import check_summary, shape
+
+LOOPBACK = ("127.", "::1", "localhost")
+
+
+def negotiated(request: Request) -> Format:
+    params = request.query_params
+    return response_format(params.get("_format"), request.headers.get("accept"), params.get("_pretty"))
+
+
+def env_of(request: Request) -> Env:
+    state = request.app.state
+    return Env(state.store, state.settings, access_context(request), env_base(request))
+
+
+def access_context(request: Request) -> AccessContext:
+    """Until SMART authorization exists, only loopback callers are let in, as the local operator."""
+    host = request.client.host if request.client else ""
+    if request.app.state.settings.allow_unauthenticated_loopback and host.startswith(LOOPBACK):
+        return AccessContext(principal="local-operator", kind="local-operator", client_address=host)
+    raise Unauthorized(
+        "Authentication is required", "authentication-required", headers={"WWW-Authenticate": 'Bearer realm="fhir"'}
+    )
+
+
+async def read_body(request: Request, allow_json_patch: bool = False) -> tuple[Any, str]:
+    """The parsed request body and its kind ('json', 'xml', 'json-patch'), within the size limit."""
+    settings = request.app.state.settings
+    kind = body_kind(request.headers.get("content-type"), allow_json_patch)
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > settings.max_body_bytes:
+        raise _too_large(settings.max_body_bytes)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > settings.max_body_bytes:
+            raise _too_large(settings.max_body_bytes)
+        chunks.append(chunk)
+    return parse_body(b"".join(chunks), "json" if kind == "json-patch" else kind, settings.max_json_depth), kind
+
+
+def _too_large(limit: int) -> TooLarge:
+    return TooLarge(f"The request body exceeds the limit of {limit} bytes", "body-too-large")
+
+
+def respond(request: Request, result: Result, location: bool = False) -> Response:
+    """A resource result, honouring Prefer, _summary and _elements."""
+    chosen = negotiated(request)
+    headers = dict(result.headers)
+    stored = result.version
+    if stored is None:
+        return Response(render(result.body or {}, chosen), result.status, headers, chosen.content_type)
+    headers.update(version_headers(stored))
+    if location or result.created:
+        headers["Location"] = f"{env_base(request)}/{stored.resource_type}/{stored.id}/_history/{stored.version_id}"
+    preference = prefer_return(request.headers.get("prefer")) if request.method != "GET" else "representation"
+    if preference == "minimal":
+        return Response(b"", result.status, headers)
+    if preference == "OperationOutcome":
+        body = information(f"{stored.resource_type}/{stored.id} version {stored.version_id} stored", "stored")
+        return Response(render(body, chosen), result.status, headers, chosen.content_type)
+    return Response(_content(request, stored.content or b"", chosen), result.status, headers, chosen.content_type)
+
+
+def _content(request: Request, content: bytes, chosen: Format) -> bytes:
+    params = request.query_params
+    summary = check_summary(params.get("_summary"))
+    shaped = (
+        shape(parse(content, max_depth=10_000), summary, params.get("_elements"))
+        if summary or params.get("_elements")
+        else None
+    )
+    return render(shaped if shaped is not None else content, chosen)
+
+
+def env_base(request: Request) -> str:
+    settings = request.app.state.settings
+    return settings.public_base_url or f"{str(request.base_url).rstrip('/')}{settings.base_path}"
+
+
+def not_modified_response(result: Result) -> Response:
+    assert result.version is not None
+    return Response(b"", 304, version_headers(result.version))

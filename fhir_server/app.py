@@ -1,0 +1,41 @@
+"""Composition root: `create_app(settings)` wires the store, routes and error handling."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+import fhir_server.ops.validate  # noqa: F401  (registers $validate)
+from fhir_server.api import errors
+from fhir_server.api.middleware import RequestLogMiddleware, configure_logging
+from fhir_server.api.routes import router, started_at
+from fhir_server.settings import Settings
+from fhir_server.store.engine import make_engine
+from fhir_server.store.repository import Store
+
+
+def create_app(settings: Settings | None = None, store: Store | None = None) -> FastAPI:
+    settings = settings or Settings()
+    configure_logging(settings.log_level)
+    app = FastAPI(title="FHIR R4 server", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.settings = settings
+    app.state.store = store or Store(make_engine(settings.database_url, settings.db_pool_size))
+    app.state.started_at = started_at()
+    app.include_router(router, prefix=settings.base_path)
+    errors.install(app)
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/readyz")
+    async def readyz(request: Request) -> Response:
+        try:
+            request.app.state.store.ping()
+        except Exception:  # any failure to reach the database means not ready
+            return JSONResponse({"status": "database unreachable"}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    app.add_middleware(RequestLogMiddleware)
+    return app

@@ -1,0 +1,93 @@
+"""batch and transaction Bundles (R4 http.html#transaction).
+
+A transaction is all or nothing: every entry runs in one unit of work, in the order the spec
+sets (DELETE, POST, PUT/PATCH, GET/HEAD), after `urn:uuid:`/fullUrl and conditional references
+have been resolved; the first failing entry rolls everything back and is named in the outcome.
+A batch runs each entry on its own and reports each entry's outcome.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fhir_server.errors import FhirError, Invalid, Issue, TooLarge, invalid
+from fhir_server.interactions.bundle_entries import (
+    Entry,
+    parse_entries,
+    prepare_entry,
+    relocate,
+    response_entry,
+    run_entry,
+)
+from fhir_server.interactions.context import Env, Result
+from fhir_server.interactions.references import assign_identities, rewrite_references
+from fhir_server.model.schema import validate_against_schema
+from fhir_server.model.validate import require_resource
+from fhir_server.store.repository import UnitOfWork
+
+_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
+
+
+def process_bundle(env: Env, body: Any, return_resources: bool = True) -> Result:
+    bundle = require_resource(body, "Bundle")
+    kind = bundle.get("type")
+    if kind not in ("batch", "transaction"):
+        raise Invalid(
+            f"POST to the base accepts batch or transaction Bundles, not '{kind}'",
+            "bundle-type",
+            issues=[Issue(f"Bundle.type '{kind}' cannot be processed", "bundle-type", "invalid", "Bundle.type")],
+        )
+    count = len(bundle.get("entry") or [])
+    if count > env.settings.max_bundle_entries:
+        raise TooLarge(
+            f"The Bundle has {count} entries; the limit is {env.settings.max_bundle_entries}", "bundle-too-many-entries"
+        )
+    schema_issues = validate_against_schema(bundle, "Bundle")
+    if schema_issues:
+        raise invalid(schema_issues, "The Bundle is not valid")
+    entries = parse_entries(bundle, kind == "transaction")
+    if kind == "transaction":
+        return _transaction(env, entries, return_resources)
+    return _batch(env, entries, return_resources)
+
+
+def _transaction(env: Env, entries: list[Entry], return_resources: bool) -> Result:
+    for entry in entries:
+        _named(entry, lambda entry=entry: prepare_entry(entry, transaction=True))
+    results: dict[int, Result] = {}
+    with env.store.unit_of_work(env.visibility) as uow:
+        identities = assign_identities(uow, entries)
+        for entry in entries:
+            _named(entry, lambda entry=entry: rewrite_references(uow, entry, identities))
+        for entry in sorted(entries, key=lambda e: (_ORDER[e.method], e.index)):
+            results[entry.index] = _named(entry, lambda entry=entry: _run(uow, entry))
+    responses = [response_entry(results[entry.index], return_resources) for entry in entries]
+    return Result(200, body={"resourceType": "Bundle", "type": "transaction-response", "entry": responses})
+
+
+def _run(uow: UnitOfWork, entry: Entry) -> Result:
+    return run_entry(uow, entry)
+
+
+def _batch(env: Env, entries: list[Entry], return_resources: bool) -> Result:
+    responses = []
+    for entry in entries:
+        try:
+            prepare_entry(entry, transaction=False)
+            read_only = entry.method in ("GET", "HEAD")
+            with env.store.unit_of_work(env.visibility, read_only=read_only) as uow:
+                result = run_entry(uow, entry)
+            responses.append(response_entry(result, return_resources))
+        except FhirError as error:
+            located = relocate(error, entry.index)
+            responses.append({"response": {"status": str(located.status), "outcome": located.to_outcome()}})
+    return Result(200, body={"resourceType": "Bundle", "type": "batch-response", "entry": responses})
+
+
+def _named(entry: Entry, action: Callable[[], Any]) -> Any:
+    """Runs one entry's step; a failure names the entry (and rolls the transaction back)."""
+    try:
+        return action()
+    except FhirError as error:
+        raise relocate(error, entry.index) from None

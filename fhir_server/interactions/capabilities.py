@@ -1,0 +1,74 @@
+"""The CapabilityStatement, generated from what is implemented (R4 capabilitystatement.html).
+
+Nothing here is hand-listed per type: every R4 resource type gets the interactions the
+interaction modules implement, and the operations come from the operation registry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from fhir_server.model.schema import resource_types
+from fhir_server.search.indexing import has_identifier
+
+FHIR_VERSION = "4.0.1"
+SOFTWARE_VERSION = "0.1.0"
+TYPE_INTERACTIONS = ("read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create")
+SYSTEM_INTERACTIONS = ("transaction", "batch", "history-system")
+FORMATS = ("application/fhir+json", "application/fhir+xml", "json", "xml")
+PATCH_FORMATS = ("application/json-patch+json", "application/fhir+json", "application/fhir+xml")
+
+
+def capability_statement(base_url: str, operations: Iterable[Any], published: str) -> dict[str, Any]:
+    operations = list(operations)
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": published,
+        "kind": "instance",
+        "software": {"name": "fhir-server", "version": SOFTWARE_VERSION},
+        "implementation": {"description": "FHIR R4 server for multi-clinic patient platforms", "url": base_url},
+        "fhirVersion": FHIR_VERSION,
+        "format": list(FORMATS),
+        "patchFormat": list(PATCH_FORMATS),
+        "rest": [
+            {
+                "mode": "server",
+                "resource": [_resource(kind, operations) for kind in sorted(resource_types())],
+                "interaction": [{"code": code} for code in SYSTEM_INTERACTIONS],
+                "operation": _operations([op for op in operations if op.system_level]),
+            }
+        ],
+    }
+
+
+def _resource(kind: str, operations: list[Any]) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "type": kind,
+        "profile": f"http://hl7.org/fhir/StructureDefinition/{kind}",
+        "interaction": [{"code": code} for code in TYPE_INTERACTIONS],
+        "versioning": "versioned-update",
+        "readHistory": True,
+        "updateCreate": False,
+        "conditionalCreate": True,
+        "conditionalRead": "full-support",
+        "conditionalUpdate": True,
+        "conditionalDelete": "single",
+    }
+    # Conditional interactions match on these until the search API lists the full set.
+    criteria = ["_id"] + (["identifier"] if has_identifier(kind) else [])
+    entry["extension"] = [
+        {
+            "url": "urn:fhir-server:conditional-criteria",
+            "valueString": ",".join(criteria),
+        }
+    ]
+    type_operations = [op for op in operations if op.type_level or op.instance_level]
+    if type_operations:
+        entry["operation"] = _operations(type_operations)
+    return entry
+
+
+def _operations(operations: list[Any]) -> list[dict[str, Any]]:
+    return [{"name": op.name, "definition": op.definition} for op in operations]

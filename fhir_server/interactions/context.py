@@ -1,0 +1,37 @@
+"""What every interaction receives, and what it returns, free of any HTTP object."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from fhir_server.access import AccessContext, Visibility
+from fhir_server.auth import policy
+from fhir_server.settings import Settings
+from fhir_server.store.repository import Store, StoredVersion
+
+
+@dataclass
+class Env:
+    """The caller's access context with the server's store, settings and public base URL."""
+
+    store: Store
+    settings: Settings
+    access: AccessContext
+    base_url: str
+
+    @cached_property
+    def visibility(self) -> Visibility:
+        return policy.visibility(self.access)
+
+
+@dataclass(frozen=True)
+class Result:
+    """An interaction's answer: a status, and either a stored version or a body to send."""
+
+    status: int
+    version: StoredVersion | None = None
+    body: dict[str, Any] | None = None
+    created: bool = False
+    headers: dict[str, str] = field(default_factory=dict)

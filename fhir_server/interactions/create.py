@@ -1,0 +1,37 @@
+"""create and conditional create (R4 http.html#create, #ccreate)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fhir_server.errors import PreconditionFailed
+from fhir_server.interactions.context import Env, Result
+from fhir_server.interactions.writing import write_new
+from fhir_server.model.validate import require_resource, validate_resource
+from fhir_server.search.conditional import parse_criteria
+from fhir_server.store.repository import UnitOfWork
+
+
+def create(env: Env, resource_type: str, body: Any, if_none_exist: str | None = None) -> Result:
+    resource = prepare_create(resource_type, body)
+    with env.store.unit_of_work(env.visibility) as uow:
+        return create_in(uow, resource, if_none_exist)
+
+
+def prepare_create(resource_type: str, body: Any, allow_conditional_references: bool = False) -> dict[str, Any]:
+    """Checks done before any database work; the client's id is ignored as http.html says."""
+    resource = require_resource(body, resource_type)
+    validate_resource(resource, allow_conditional_references)
+    return resource
+
+
+def create_in(
+    uow: UnitOfWork, resource: dict[str, Any], if_none_exist: str | None = None, resource_id: str | None = None
+) -> Result:
+    if if_none_exist:
+        existing = uow.match(resource["resourceType"], parse_criteria(resource["resourceType"], if_none_exist), 2)
+        if len(existing) > 1:
+            raise PreconditionFailed("If-None-Exist matches more than one resource", "multiple-matches")
+        if existing:
+            return Result(200, existing[0])
+    return Result(201, write_new(uow, resource, resource_id), created=True)

@@ -1,0 +1,49 @@
+"""delete and conditional delete (R4 http.html#delete, #cdelete).
+
+Deletion is always soft: a new version marked deleted, so reads answer 410 and history keeps
+every version. Deleting a resource that does not exist (or is already deleted) succeeds without
+change, as http.html allows.
+"""
+
+from __future__ import annotations
+
+from fhir_server.errors import PreconditionFailed, information
+from fhir_server.interactions.context import Env, Result
+from fhir_server.interactions.update import check_if_match
+from fhir_server.interactions.writing import write_deletion
+from fhir_server.search.conditional import parse_criteria
+from fhir_server.store.repository import UnitOfWork
+
+
+def delete(env: Env, resource_type: str, resource_id: str, if_match: int | None = None) -> Result:
+    with env.store.unit_of_work(env.visibility) as uow:
+        return delete_in(uow, resource_type, resource_id, if_match)
+
+
+def delete_in(uow: UnitOfWork, resource_type: str, resource_id: str, if_match: int | None = None) -> Result:
+    current = uow.current(resource_type, resource_id, for_update=True)
+    if current is None or current.deleted:
+        return Result(
+            200, body=information(f"{resource_type}/{resource_id} does not exist; nothing deleted", "nothing-deleted")
+        )
+    check_if_match(current, if_match)
+    stored = write_deletion(uow, current)
+    return Result(
+        200,
+        body=information(f"{resource_type}/{resource_id} deleted", "deleted"),
+        headers={"ETag": f'W/"{stored.version_id}"'},
+    )
+
+
+def conditional_delete(env: Env, resource_type: str, query: str) -> Result:
+    with env.store.unit_of_work(env.visibility) as uow:
+        return conditional_delete_in(uow, resource_type, query)
+
+
+def conditional_delete_in(uow: UnitOfWork, resource_type: str, query: str) -> Result:
+    matches = uow.match(resource_type, parse_criteria(resource_type, query), 2)
+    if len(matches) > 1:
+        raise PreconditionFailed("The conditional delete criteria match more than one resource", "multiple-matches")
+    if not matches:
+        return Result(200, body=information("No resource matches; nothing deleted", "nothing-deleted"))
+    return delete_in(uow, resource_type, matches[0].id)

@@ -1,0 +1,84 @@
+"""Resolving references inside a transaction (R4 bundle.html#references, http.html#trules).
+
+Before any entry runs, every entry that creates or names a resource gets its final identity,
+so `urn:uuid:` and fullUrl references can be rewritten to `Type/id`; conditional references
+(`Patient?identifier=...`) must match exactly one stored resource.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from fhir_server.errors import Invalid, PreconditionFailed
+from fhir_server.interactions.bundle_entries import Entry
+from fhir_server.interactions.writing import new_id
+from fhir_server.search.conditional import parse_criteria
+from fhir_server.store.repository import UnitOfWork
+
+_TAIL = re.compile(r"(?P<ref>[A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64})$")
+_CONDITIONAL = re.compile(r"^(?P<type>[A-Z][A-Za-z]+)\?(?P<query>.+)$")
+
+
+def assign_identities(uow: UnitOfWork, entries: list[Entry]) -> dict[str, str]:
+    identities: dict[str, str] = {}
+    for entry in entries:
+        target = _identity(uow, entry)
+        if target and entry.full_url:
+            identities[entry.full_url] = target
+            tail = _TAIL.search(entry.full_url)
+            if "://" in entry.full_url and tail:
+                identities[tail["ref"]] = target
+    return identities
+
+
+def _identity(uow: UnitOfWork, entry: Entry) -> str | None:
+    if entry.method == "POST":
+        if entry.if_none_exist:
+            found = uow.match(entry.resource_type, parse_criteria(entry.resource_type, entry.if_none_exist), 2)
+            if len(found) == 1:
+                return f"{entry.resource_type}/{found[0].id}"
+        entry.assigned_id = new_id()
+        return f"{entry.resource_type}/{entry.assigned_id}"
+    if entry.method == "PUT" and entry.resource_id:
+        return f"{entry.resource_type}/{entry.resource_id}"
+    if entry.method == "PUT" and entry.query:
+        found = uow.match(entry.resource_type, parse_criteria(entry.resource_type, entry.query), 2)
+        return f"{entry.resource_type}/{found[0].id}" if len(found) == 1 else None
+    return None
+
+
+def rewrite_references(uow: UnitOfWork, entry: Entry, identities: dict[str, str]) -> None:
+    if entry.resource is not None and entry.method in ("POST", "PUT"):
+        _rewrite(uow, entry.resource, identities)
+
+
+def _rewrite(uow: UnitOfWork, node: Any, identities: dict[str, str]) -> None:
+    if isinstance(node, list):
+        for item in node:
+            _rewrite(uow, item, identities)
+        return
+    if not isinstance(node, dict):
+        return
+    for key, value in node.items():
+        if key == "reference" and isinstance(value, str):
+            node[key] = _resolve(uow, value, identities)
+        elif isinstance(value, (dict, list)):
+            _rewrite(uow, value, identities)
+
+
+def _resolve(uow: UnitOfWork, reference: str, identities: dict[str, str]) -> str:
+    if reference in identities:
+        return identities[reference]
+    if reference.startswith("urn:uuid:"):
+        raise Invalid(f"Reference '{reference}' names no entry of this transaction", "reference-unresolved")
+    conditional = _CONDITIONAL.match(reference)
+    if not conditional:
+        return reference
+    found = uow.match(conditional["type"], parse_criteria(conditional["type"], conditional["query"]), 2)
+    if len(found) != 1:
+        count = "no" if not found else "more than one"
+        raise PreconditionFailed(
+            f"Conditional reference '{reference}' matches {count} resource", "conditional-reference-unresolved"
+        )
+    return f"{conditional['type']}/{found[0].id}"

@@ -1,0 +1,75 @@
+"""The steps every write shares: server-assigned id and meta, index rows, one new version.
+
+R4 http.html#create and #update: the server assigns the id (a UUID here), `meta.versionId` and
+`meta.lastUpdated`; whatever the client sent in those is replaced.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from fhir_server.errors import Conflict
+from fhir_server.model.json import dumps
+from fhir_server.search.indexing import index_rows
+from fhir_server.store.repository import StoredVersion, UnitOfWork
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def instant(moment: datetime) -> str:
+    return moment.isoformat(timespec="microseconds") + "Z"
+
+
+def stamp(resource: dict[str, Any], resource_id: str, version_id: int, moment: datetime) -> bytes:
+    """The stored JSON: resourceType, id and meta first, the rest as given."""
+    meta = {
+        key: value for key, value in (resource.get("meta") or {}).items() if key not in ("versionId", "lastUpdated")
+    }
+    ordered = {
+        "resourceType": resource["resourceType"],
+        "id": resource_id,
+        "meta": {"versionId": str(version_id), "lastUpdated": instant(moment), **meta},
+    }
+    ordered.update((key, value) for key, value in resource.items() if key not in ordered)
+    return dumps(ordered)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def write_new(uow: UnitOfWork, resource: dict[str, Any], resource_id: str | None = None) -> StoredVersion:
+    resource_type = resource["resourceType"]
+    resource_id = resource_id or new_id()
+    moment = utc_now()
+    stored = StoredVersion(
+        resource_type, resource_id, 1, moment, False, stamp(resource, resource_id, 1, moment), "POST"
+    )
+    uow.create(stored)
+    uow.replace_index(resource_type, resource_id, index_rows(resource))
+    return stored
+
+
+def write_version(uow: UnitOfWork, current: StoredVersion, resource: dict[str, Any], method: str) -> StoredVersion:
+    version_id = current.version_id + 1
+    moment = max(utc_now(), current.last_updated)
+    content = stamp(resource, current.id, version_id, moment)
+    stored = StoredVersion(current.resource_type, current.id, version_id, moment, False, content, method)
+    if not uow.replace(stored, current.version_id):
+        raise Conflict(f"{current.resource_type}/{current.id} was changed concurrently", "version-conflict")
+    uow.replace_index(current.resource_type, current.id, index_rows(resource))
+    return stored
+
+
+def write_deletion(uow: UnitOfWork, current: StoredVersion) -> StoredVersion:
+    """Soft delete: a new version marked deleted; every earlier version stays in history."""
+    moment = max(utc_now(), current.last_updated)
+    stored = StoredVersion(current.resource_type, current.id, current.version_id + 1, moment, True, None, "DELETE")
+    if not uow.replace(stored, current.version_id):
+        raise Conflict(f"{current.resource_type}/{current.id} was changed concurrently", "version-conflict")
+    uow.replace_index(current.resource_type, current.id, [])
+    return stored

@@ -1,0 +1,93 @@
+"""Validation of a resource on every write (R4 validation.html, http.html#update).
+
+Order: the body must be a resource of the expected type; then the R4 JSON Schema (every problem,
+with locations); then, if the schema passed, the fhir.resources structural rules; then the
+syntax of every reference (references.html#literal). Nothing is stored unless all pass.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from fhir_server.errors import Invalid, Issue, invalid
+from fhir_server.model.schema import resource_types, validate_against_schema
+from fhir_server.model.structure import validate_structure
+
+ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+_RELATIVE_REFERENCE = re.compile(
+    r"^(?P<type>[A-Z][A-Za-z]+)/(?P<id>[A-Za-z0-9\-.]{1,64})(/_history/[A-Za-z0-9\-.]{1,64})?$"
+)
+_ABSOLUTE_REFERENCE = re.compile(r"^(https?://\S+|urn:uuid:[0-9a-fA-F\-]{36}|urn:oid:[0-2](\.(0|[1-9][0-9]*))+)$")
+_CONDITIONAL_REFERENCE = re.compile(r"^(?P<type>[A-Z][A-Za-z]+)\?\S+$")
+
+
+def require_resource(body: Any, expected_type: str | None = None) -> dict[str, Any]:
+    """Checks that a parsed body is a resource (of `expected_type`, when given)."""
+    if not isinstance(body, dict):
+        raise Invalid("The body must be a JSON object holding a resource", "not-a-resource")
+    kind = body.get("resourceType")
+    if not isinstance(kind, str) or kind not in resource_types():
+        raise Invalid(
+            f"Unknown resourceType '{kind}'",
+            "unknown-resource-type",
+            issues=[Issue(f"Unknown resourceType '{kind}'", "unknown-resource-type", "structure", "resourceType")],
+        )
+    if expected_type and kind != expected_type:
+        message = f"The body holds a {kind} but the URL names {expected_type}"
+        raise Invalid(
+            message,
+            "resource-type-mismatch",
+            issues=[Issue(message, "resource-type-mismatch", "invalid", "resourceType")],
+        )
+    return body
+
+
+def validation_issues(resource: dict[str, Any], allow_conditional_references: bool = False) -> list[Issue]:
+    """Every problem of a resource whose resourceType is already known to be an R4 type."""
+    issues = validate_against_schema(resource, resource["resourceType"])
+    if issues:
+        return issues
+    issues = validate_structure(resource)
+    issues.extend(_reference_issues(resource, resource["resourceType"], allow_conditional_references))
+    return issues
+
+
+def validate_resource(resource: dict[str, Any], allow_conditional_references: bool = False) -> None:
+    issues = validation_issues(resource, allow_conditional_references)
+    if issues:
+        raise invalid(issues, f"The {resource['resourceType']} is not valid")
+
+
+def _reference_issues(node: Any, path: str, allow_conditional: bool) -> list[Issue]:
+    issues: list[Issue] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            child = f"{path}.{key}"
+            if key == "reference" and isinstance(value, str):
+                problem = reference_problem(value, allow_conditional)
+                if problem:
+                    issues.append(Issue(problem, "reference-syntax", "value", child))
+            elif isinstance(value, (dict, list)):
+                issues.extend(_reference_issues(value, child, allow_conditional))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            issues.extend(_reference_issues(value, f"{path}[{index}]", allow_conditional))
+    return issues
+
+
+def reference_problem(reference: str, allow_conditional: bool = False) -> str | None:
+    """Why a literal reference is malformed, or None when it is fine."""
+    if reference.startswith("#") or _ABSOLUTE_REFERENCE.match(reference):
+        return None
+    relative = _RELATIVE_REFERENCE.match(reference)
+    if relative:
+        if relative["type"] not in resource_types():
+            return f"Reference '{reference}' names an unknown resource type"
+        return None
+    conditional = _CONDITIONAL_REFERENCE.match(reference)
+    if conditional and allow_conditional and conditional["type"] in resource_types():
+        return None
+    if conditional:
+        return f"Conditional reference '{reference}' is only allowed inside a transaction"
+    return f"'{reference}' is not a valid reference (Type/id, an absolute URL, urn:uuid: or #id)"

@@ -1,0 +1,23 @@
+"""Settings from the environment (prefix FHIR_), with defaults that run on a fresh machine."""
+
+from __future__ import annotations
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FHIR_")
+
+    database_url: str = "sqlite:///./var/fhir.db"
+    base_path: str = "/fhir"
+    # The public base URL when behind a proxy; by default taken from each request.
+    public_base_url: str | None = None
+    max_body_bytes: int = 16 * 1024 * 1024
+    max_json_depth: int = 64
+    max_bundle_entries: int = 10_000
+    default_page_size: int = 50
+    max_page_size: int = 1_000
+    db_pool_size: int = 20
+    log_level: str = "INFO"
+    # Unauthenticated access is only ever allowed from loopback until SMART is configured.
+    allow_unauthenticated_loopback: bool = True

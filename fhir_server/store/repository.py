@@ -1,0 +1,227 @@
+"""The repository: the only place that reads and writes resources in SQL.
+
+One `UnitOfWork` is one database transaction (R4 http.html#transaction: a write stores the
+resource, its version and its index rows together or not at all). Every query it runs is
+narrowed by the caller's `Visibility` (access.py), compiled to a predicate here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, delete, false, insert, select, text, true, tuple_, update
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.elements import ColumnElement
+
+from fhir_server.access import Visibility
+from fhir_server.errors import Conflict, Forbidden
+from fhir_server.search.clauses import Clause, IndexRow
+from fhir_server.store.compiler import clause_predicate
+from fhir_server.store.engine import is_postgres
+from fhir_server.store.schema import INDEX_TABLES, resource, resource_version
+
+
+@dataclass(frozen=True)
+class StoredVersion:
+    resource_type: str
+    id: str
+    version_id: int
+    last_updated: datetime
+    deleted: bool
+    content: bytes | None
+    method: str = ""
+
+    @property
+    def key(self) -> tuple[datetime, str, str, int]:
+        return (self.last_updated, self.resource_type, self.id, self.version_id)
+
+
+@dataclass(frozen=True)
+class HistoryQuery:
+    resource_type: str | None = None
+    id: str | None = None
+    since: datetime | None = None
+    at: tuple[datetime, datetime] | None = None  # the instant's precision as [low, high)
+    before: tuple[datetime, str, str, int] | None = None  # keyset: continue after this row
+    limit: int = 50
+
+
+class Store:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @contextmanager
+    def unit_of_work(self, visibility: Visibility, read_only: bool = False) -> Iterator[UnitOfWork]:
+        with self.engine.connect() as connection:
+            connection.info["read_only"] = read_only
+            with connection.begin():
+                yield UnitOfWork(connection, visibility, lock=is_postgres(self.engine) and not read_only)
+
+    def ping(self) -> None:
+        with self.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+
+
+def _visible(table: Any, visibility: Visibility) -> ColumnElement[bool]:
+    return true() if visibility.unrestricted else false()
+
+
+class UnitOfWork:
+    def __init__(self, connection: Connection, visibility: Visibility, lock: bool) -> None:
+        self.connection = connection
+        self.visibility = visibility
+        self.lock = lock
+
+    def current(self, resource_type: str, resource_id: str, for_update: bool = False) -> StoredVersion | None:
+        query = select(resource).where(
+            resource.c.resource_type == resource_type,
+            resource.c.id == resource_id,
+            _visible(resource, self.visibility),
+        )
+        if for_update and self.lock:
+            query = query.with_for_update()
+        row = self.connection.execute(query).first()
+        return _version(row) if row else None
+
+    def version(self, resource_type: str, resource_id: str, version_id: int) -> StoredVersion | None:
+        query = select(resource_version).where(
+            resource_version.c.resource_type == resource_type,
+            resource_version.c.id == resource_id,
+            resource_version.c.version_id == version_id,
+            _visible(resource_version, self.visibility),
+        )
+        row = self.connection.execute(query).first()
+        return _version(row) if row else None
+
+    def create(self, stored: StoredVersion) -> None:
+        if not self.visibility.unrestricted:
+            raise Forbidden("This caller may not create resources", "write-forbidden")
+        values = _columns(stored)
+        try:
+            self.connection.execute(insert(resource).values(values))
+        except IntegrityError:
+            raise Conflict(f"{stored.resource_type}/{stored.id} already exists", "duplicate-id") from None
+        self._add_version(stored)
+
+    def replace(self, stored: StoredVersion, expected_version: int) -> bool:
+        """Writes a new current version if the current one is still `expected_version`."""
+        result = self.connection.execute(
+            update(resource)
+            .where(
+                resource.c.resource_type == stored.resource_type,
+                resource.c.id == stored.id,
+                resource.c.version_id == expected_version,
+                _visible(resource, self.visibility),
+            )
+            .values(_columns(stored))
+        )
+        if result.rowcount != 1:
+            return False
+        self._add_version(stored)
+        return True
+
+    def _add_version(self, stored: StoredVersion) -> None:
+        try:
+            self.connection.execute(insert(resource_version).values({**_columns(stored), "method": stored.method}))
+        except IntegrityError:
+            raise Conflict(f"{stored.resource_type}/{stored.id} was changed concurrently", "version-conflict") from None
+
+    def replace_index(self, resource_type: str, resource_id: str, rows: Sequence[IndexRow]) -> None:
+        by_kind: dict[str, list[dict[str, Any]]] = {}
+        for row in rows:
+            by_kind.setdefault(row.kind, []).append(
+                {"resource_type": resource_type, "resource_id": resource_id, "param": row.param, **row.values}
+            )
+        for kind, table in INDEX_TABLES.items():
+            owner = and_(table.c.resource_type == resource_type, table.c.resource_id == resource_id)
+            self.connection.execute(delete(table).where(owner))
+            if by_kind.get(kind):
+                self.connection.execute(insert(table), by_kind[kind])
+
+    def match(self, resource_type: str, clauses: Sequence[Clause], limit: int) -> list[StoredVersion]:
+        """Current, not deleted resources of a type matching every clause."""
+        query = (
+            select(resource)
+            .where(
+                resource.c.resource_type == resource_type,
+                resource.c.deleted == false(),
+                _visible(resource, self.visibility),
+                *(clause_predicate(resource_type, clause) for clause in clauses),
+            )
+            .order_by(resource.c.last_updated.desc(), resource.c.id)
+            .limit(limit)
+        )
+        return [_version(row) for row in self.connection.execute(query)]
+
+    def history(self, query: HistoryQuery) -> list[StoredVersion]:
+        table = resource_version
+        conditions: list[ColumnElement[bool]] = [_visible(table, self.visibility)]
+        if query.resource_type:
+            conditions.append(table.c.resource_type == query.resource_type)
+        if query.id:
+            conditions.append(table.c.id == query.id)
+        if query.since:
+            conditions.append(table.c.last_updated >= query.since)
+        if query.at:
+            conditions.extend(_current_during(query.at))
+        key = tuple_(table.c.last_updated, table.c.resource_type, table.c.id, table.c.version_id)
+        if query.before:
+            conditions.append(key < tuple_(*query.before))
+        statement = (
+            select(table)
+            .where(*conditions)
+            .order_by(
+                table.c.last_updated.desc(),
+                table.c.resource_type.desc(),
+                table.c.id.desc(),
+                table.c.version_id.desc(),
+            )
+            .limit(query.limit)
+        )
+        return [_version(row) for row in self.connection.execute(statement)]
+
+
+def _current_during(period: tuple[datetime, datetime]) -> list[ColumnElement[bool]]:
+    """Versions that were current at some moment of [low, high) (search.html, `_at`)."""
+    low, high = period
+    later = resource_version.alias("later")
+    superseded_before = (
+        select(later.c.version_id)
+        .where(
+            later.c.resource_type == resource_version.c.resource_type,
+            later.c.id == resource_version.c.id,
+            later.c.version_id > resource_version.c.version_id,
+            later.c.last_updated <= low,
+        )
+        .exists()
+    )
+    return [resource_version.c.last_updated < high, ~superseded_before]
+
+
+def _columns(stored: StoredVersion) -> dict[str, Any]:
+    return {
+        "resource_type": stored.resource_type,
+        "id": stored.id,
+        "version_id": stored.version_id,
+        "last_updated": stored.last_updated,
+        "deleted": stored.deleted,
+        "content": stored.content,
+    }
+
+
+def _version(row: Any) -> StoredVersion:
+    mapping = row._mapping
+    return StoredVersion(
+        resource_type=mapping["resource_type"],
+        id=mapping["id"],
+        version_id=mapping["version_id"],
+        last_updated=mapping["last_updated"],
+        deleted=mapping["deleted"],
+        content=mapping["content"],
+        method=mapping.get("method", ""),
+    )

@@ -1,0 +1,100 @@
+"""Tables: current resources, every version, and the search index tables.
+
+FHIR R4 http.html#versioning: each write adds a version; `resource` holds the newest one (with
+its `deleted` mark, since delete is soft), `resource_version` every version ever written. The
+index tables hold one row per extracted search value (search.html, one table per parameter
+type) and are replaced in the same transaction as the write. Every key starts with the resource
+type and id, so that the tables could be distributed by that key later.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+RESOURCE_TYPE = String(64)
+RESOURCE_ID = String(64)
+
+resource = Table(
+    "resource",
+    metadata,
+    Column("resource_type", RESOURCE_TYPE, primary_key=True),
+    Column("id", RESOURCE_ID, primary_key=True),
+    Column("version_id", Integer, nullable=False),
+    Column("last_updated", DateTime, nullable=False),
+    Column("deleted", Boolean, nullable=False),
+    Column("content", LargeBinary, nullable=True),
+    Index("ix_resource_type_updated", "resource_type", "last_updated"),
+)
+
+resource_version = Table(
+    "resource_version",
+    metadata,
+    Column("resource_type", RESOURCE_TYPE, primary_key=True),
+    Column("id", RESOURCE_ID, primary_key=True),
+    Column("version_id", Integer, primary_key=True),
+    Column("last_updated", DateTime, nullable=False),
+    Column("method", String(8), nullable=False),
+    Column("deleted", Boolean, nullable=False),
+    Column("content", LargeBinary, nullable=True),
+    Index("ix_version_updated", "last_updated"),
+    Index("ix_version_type_updated", "resource_type", "last_updated"),
+)
+
+
+def _index_table(name: str, *value_columns: Column) -> Table:
+    return Table(
+        name,
+        metadata,
+        Column("resource_type", RESOURCE_TYPE, nullable=False),
+        Column("resource_id", RESOURCE_ID, nullable=False),
+        Column("param", String(64), nullable=False),
+        *value_columns,
+        Index(f"ix_{name}_owner", "resource_type", "resource_id"),
+    )
+
+
+token_index = _index_table("idx_token", Column("system", Text, nullable=True), Column("code", Text, nullable=True))
+Index("ix_idx_token_value", token_index.c.resource_type, token_index.c.param, token_index.c.code)
+
+string_index = _index_table("idx_string", Column("value", Text, nullable=False))
+date_index = _index_table("idx_date", Column("low", DateTime, nullable=True), Column("high", DateTime, nullable=True))
+number_index = _index_table("idx_number", Column("low", Numeric, nullable=True), Column("high", Numeric, nullable=True))
+quantity_index = _index_table(
+    "idx_quantity",
+    Column("system", Text, nullable=True),
+    Column("code", Text, nullable=True),
+    Column("low", Float, nullable=True),
+    Column("high", Float, nullable=True),
+)
+reference_index = _index_table(
+    "idx_reference",
+    Column("target_type", RESOURCE_TYPE, nullable=True),
+    Column("target_id", RESOURCE_ID, nullable=True),
+    Column("url", Text, nullable=True),
+)
+uri_index = _index_table("idx_uri", Column("value", Text, nullable=False))
+
+INDEX_TABLES = {
+    "token": token_index,
+    "string": string_index,
+    "date": date_index,
+    "number": number_index,
+    "quantity": quantity_index,
+    "reference": reference_index,
+    "uri": uri_index,
+}
