@@ -100,3 +100,27 @@ def client(app) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
 
 
 FHIR_JSON = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
+
+
+@pytest.fixture(scope="session")
+def live_server(app) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """The app served by a real uvicorn on a loopback port, for tests that need real sockets."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert server.started, "uvicorn did not start"
+    yield f"http://127.0.0.1:{port}/fhir"
+    server.should_exit = True
+    thread.join(timeout=10)

@@ -8,7 +8,8 @@ A batch runs each entry on its own and reports each entry's outcome.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from fhir_server.errors import FhirError, Invalid, Issue, TooLarge, invalid
@@ -24,7 +25,6 @@ from fhir_server.interactions.context import Env, Result
 from fhir_server.interactions.references import assign_identities, rewrite_references
 from fhir_server.model.schema import validate_against_schema
 from fhir_server.model.validate import require_resource
-from fhir_server.store.repository import UnitOfWork
 
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 
@@ -54,20 +54,19 @@ def process_bundle(env: Env, body: Any, return_resources: bool = True) -> Result
 
 def _transaction(env: Env, entries: list[Entry], return_resources: bool) -> Result:
     for entry in entries:
-        _named(entry, lambda entry=entry: prepare_entry(entry, transaction=True))
+        with _naming(entry):
+            prepare_entry(entry, transaction=True)
     results: dict[int, Result] = {}
     with env.store.unit_of_work(env.visibility) as uow:
         identities = assign_identities(uow, entries)
         for entry in entries:
-            _named(entry, lambda entry=entry: rewrite_references(uow, entry, identities))
+            with _naming(entry):
+                rewrite_references(uow, entry, identities)
         for entry in sorted(entries, key=lambda e: (_ORDER[e.method], e.index)):
-            results[entry.index] = _named(entry, lambda entry=entry: _run(uow, entry))
+            with _naming(entry):
+                results[entry.index] = run_entry(uow, entry)
     responses = [response_entry(results[entry.index], return_resources) for entry in entries]
     return Result(200, body={"resourceType": "Bundle", "type": "transaction-response", "entry": responses})
-
-
-def _run(uow: UnitOfWork, entry: Entry) -> Result:
-    return run_entry(uow, entry)
 
 
 def _batch(env: Env, entries: list[Entry], return_resources: bool) -> Result:
@@ -85,9 +84,10 @@ def _batch(env: Env, entries: list[Entry], return_resources: bool) -> Result:
     return Result(200, body={"resourceType": "Bundle", "type": "batch-response", "entry": responses})
 
 
-def _named(entry: Entry, action: Callable[[], Any]) -> Any:
-    """Runs one entry's step; a failure names the entry (and rolls the transaction back)."""
+@contextmanager
+def _naming(entry: Entry) -> Iterator[None]:
+    """A failure of one entry's step names the entry (and, in a transaction, rolls back all)."""
     try:
-        return action()
+        yield
     except FhirError as error:
         raise relocate(error, entry.index) from None

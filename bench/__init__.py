@@ -1,0 +1,1 @@
+"""Benchmarks of the FHIR server, run against a real server process (`python -m bench.rest`)."""
