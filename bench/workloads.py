@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.cpu import CpuUse, snapshot, usage
 from bench.httpclient import Connection, Response, build_request, close_all, open_all
 
 PATIENT_EXAMPLE = Path("/work/shared/fhir-r4/examples/Patient-example.json")
@@ -33,6 +34,7 @@ class Phase:
     latencies: list[float] = field(default_factory=list)
     first_error: str | None = None
     units: int = 0  # resources, for ingest
+    cpu: CpuUse | None = None
 
     @property
     def rate(self) -> float:
@@ -88,3 +90,105 @@ def created_id(response: Response) -> str | None:
     location = response.headers.get(b"location", b"").decode()
     parts = location.split("/_history")[0].rsplit("/", 1)
     return parts[-1] if len(parts) == 2 else None
+
+
+async def closed_loop(
+    connections: list[Connection],
+    next_request: Callable[[], bytes],
+    seconds: float,
+    expect: int,
+    on_ok: Callable[[Response], None] | None = None,
+    name: str = "",
+) -> Phase:
+    """Every connection sends a request as soon as its previous answer arrived, for `seconds`."""
+    phase = Phase(name)
+    deadline = time.perf_counter() + seconds
+
+    async def worker(connection: Connection) -> None:
+        clock, latencies = time.perf_counter, phase.latencies
+        while clock() < deadline:
+            started = clock()
+            response = await connection.request(next_request())
+            latencies.append(clock() - started)
+            if response.status != expect:
+                phase.fail(_describe(response))
+            elif on_ok is not None:
+                on_ok(response)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(connection) for connection in connections))
+    phase.elapsed = time.perf_counter() - started
+    phase.count = len(phase.latencies)
+    return phase
+
+
+async def measure(
+    port: int,
+    server_pid: int,
+    clients: int,
+    next_request: Callable[[], bytes],
+    timing: tuple[float, float],
+    expect: int,
+    on_ok: Callable[[Response], None] | None = None,
+    name: str = "",
+) -> tuple[Phase, Phase]:
+    """(warm-up, measured) phases on the same `clients` keep-alive connections."""
+    warmup, seconds = timing
+    connections = await open_all("127.0.0.1", port, clients)
+    try:
+        warm = await closed_loop(connections, next_request, warmup, expect, on_ok, f"{name} warm-up")
+        before = snapshot(server_pid)
+        measured = await closed_loop(connections, next_request, seconds, expect, on_ok, name)
+        measured.cpu = usage(before, snapshot(server_pid))
+    finally:
+        await close_all(connections)
+    return warm, measured
+
+
+def synthea_requests(host: str, directory: Path = SYNTHEA_DIR, base_path: str = "/fhir") -> list[tuple[bytes, int]]:
+    """(request, entry count) per transaction Bundle, largest first so the tail is short."""
+    requests = []
+    headers = {**JSON_HEADERS, "Prefer": "return=minimal"}
+    for path in sorted(directory.glob("*.json")):
+        raw = path.read_bytes()
+        count = len(json.loads(raw).get("entry") or [])
+        requests.append((build_request("POST", f"{base_path}/", host, raw, headers), count))
+    requests.sort(key=lambda item: -item[1])
+    return requests
+
+
+async def ingest(port: int, server_pid: int, bundles: list[tuple[bytes, int]], in_flight: int) -> Phase:
+    """POST every Bundle, `in_flight` at a time; the rate is in resources per second."""
+    phase = Phase(f"ingest, {in_flight} in flight")
+    queue = list(reversed(bundles))
+
+    async def worker(connection: Connection) -> None:
+        while queue:
+            request, expected = queue.pop()
+            started = time.perf_counter()
+            response = await connection.request(request)
+            phase.latencies.append(time.perf_counter() - started)
+            _check_transaction(phase, response, expected)
+
+    connections = await open_all("127.0.0.1", port, in_flight)
+    before = snapshot(server_pid)
+    started = time.perf_counter()
+    try:
+        await asyncio.gather(*(worker(connection) for connection in connections))
+    finally:
+        phase.elapsed = time.perf_counter() - started
+        phase.cpu = usage(before, snapshot(server_pid))
+        await close_all(connections)
+    phase.count = len(phase.latencies)
+    return phase
+
+
+def _check_transaction(phase: Phase, response: Response, expected: int) -> None:
+    if response.status != 200:
+        phase.fail(_describe(response))
+        return
+    entries: list[dict[str, Any]] = json.loads(response.body).get("entry") or []
+    created = sum(1 for entry in entries if entry.get("response", {}).get("status", "").startswith("201"))
+    if created != expected:
+        phase.fail(f"transaction answered {created} created entries of {expected}")
+    phase.units += created

@@ -7,6 +7,7 @@ interaction modules implement, and the operations come from the operation regist
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import Any
 
 from fhir_server.model.schema import resource_types
@@ -21,7 +22,19 @@ PATCH_FORMATS = ("application/json-patch+json", "application/fhir+json", "applic
 
 
 def capability_statement(base_url: str, operations: Iterable[Any], published: str) -> dict[str, Any]:
-    operations = list(operations)
+    return _statement(base_url, tuple(operations), published)
+
+
+@lru_cache(maxsize=16)
+def _statement(base_url: str, operations: tuple[Any, ...], published: str) -> dict[str, Any]:
+    system_operations = [op for op in operations if op.system_level]
+    rest: dict[str, Any] = {
+        "mode": "server",
+        "resource": [_resource(kind, list(operations)) for kind in sorted(resource_types())],
+        "interaction": [{"code": code} for code in SYSTEM_INTERACTIONS],
+    }
+    if system_operations:
+        rest["operation"] = _operations(system_operations)
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -32,14 +45,7 @@ def capability_statement(base_url: str, operations: Iterable[Any], published: st
         "fhirVersion": FHIR_VERSION,
         "format": list(FORMATS),
         "patchFormat": list(PATCH_FORMATS),
-        "rest": [
-            {
-                "mode": "server",
-                "resource": [_resource(kind, operations) for kind in sorted(resource_types())],
-                "interaction": [{"code": code} for code in SYSTEM_INTERACTIONS],
-                "operation": _operations([op for op in operations if op.system_level]),
-            }
-        ],
+        "rest": [rest],
     }
 
 

@@ -1,0 +1,113 @@
+"""The results table: one column per backend, the issue's targets beside each figure."""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench.workloads import Phase
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+@dataclass
+class BackendRun:
+    backend: str
+    phases: dict[str, Phase] = field(default_factory=dict)
+    skipped: str | None = None
+
+    @property
+    def errors(self) -> int:
+        return sum(phase.errors for phase in self.phases.values())
+
+
+@dataclass(frozen=True)
+class Row:
+    label: str
+    phase: str
+    value: Callable[[Phase], float]
+    target: str = ""
+    met: Callable[[float], bool] | None = None
+    digits: int = 0
+
+
+def rows(create_clients: int, read_connections: int, in_flight: int) -> list[Row]:
+    def rate(phase: Phase) -> float:
+        return phase.rate
+
+    return [
+        Row("Patient create/s, 1 client", "create1", rate),
+        Row(f"Patient create/s, {create_clients} clients", "createN", rate, ">= 2,000", lambda v: v >= 2000),
+        Row(f"read by id/s, {read_connections} connections", "read", rate, ">= 5,000", lambda v: v >= 5000),
+        Row("  read p50 ms", "read", lambda p: p.percentile(0.50), digits=1),
+        Row("  read p99 ms", "read", lambda p: p.percentile(0.99), "< 20", lambda v: v < 20, digits=1),
+        Row(f"Synthea ingest resources/s, {in_flight} in flight", "ingest", rate, ">= 5,000", lambda v: v >= 5000),
+    ]
+
+
+def _cell(run: BackendRun, row: Row, judge: bool) -> str:
+    phase = run.phases.get(row.phase)
+    if run.skipped or phase is None:
+        return "skipped" if run.skipped else "-"
+    value = row.value(phase)
+    text = "n/a" if math.isnan(value) else f"{value:,.{row.digits}f}"
+    if phase.errors:
+        text += " ERR"
+    elif judge and row.met is not None and not math.isnan(value):
+        text += " ok" if row.met(value) else " MISS"
+    return text
+
+
+def table(runs: list[BackendRun], table_rows: list[Row]) -> str:
+    header = ["measurement", "target (PostgreSQL)", *(run.backend for run in runs)]
+    body = [
+        [row.label, row.target, *(_cell(run, row, run.backend == "postgresql") for run in runs)] for row in table_rows
+    ]
+    body.append(["errors (all phases)", "0", *(("-" if run.skipped else str(run.errors)) for run in runs)])
+    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
+    lines = []
+    for line in [header, None, *body]:
+        if line is None:
+            lines.append("  ".join("-" * width for width in widths))
+        else:
+            cells = [line[0].ljust(widths[0]), *(cell.rjust(width) for cell, width in zip(line[1:], widths[1:]))]
+            lines.append("  ".join(cells))
+    return "\n".join(lines)
+
+
+def cpu_lines(runs: list[BackendRun]) -> list[str]:
+    lines = ["CPU during each measured phase (cores; this machine has %d):" % (os.cpu_count() or 0)]
+    for run in runs:
+        for phase in run.phases.values():
+            if phase.cpu is not None:
+                lines.append(f"  {run.backend:<10} {phase.name:<34} {phase.cpu.describe()}")
+    return lines
+
+
+def problem_lines(runs: list[BackendRun]) -> list[str]:
+    lines = []
+    for run in runs:
+        if run.skipped:
+            lines.append(f"!!! {run.backend} SKIPPED: {run.skipped}")
+        for phase in run.phases.values():
+            if phase.errors:
+                lines.append(f"!!! {run.backend} {phase.name}: {phase.errors} ERRORS of {phase.count}; first: "
+                             f"{phase.first_error}")
+    return lines
+
+
+def heading(settings: str) -> str:
+    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return f"FHIR REST benchmark, {now}; {settings}; {os.cpu_count()} CPUs, Python {platform.python_version()}"
+
+
+def write(text: str) -> Path:
+    RESULTS_DIR.mkdir(exist_ok=True)
+    path = RESULTS_DIR / f"rest-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.txt"
+    path.write_text(text + "\n")
+    return path

@@ -1,0 +1,28 @@
+"""The CapabilityStatement is generated from the code, valid R4, and matches the committed snapshot."""
+
+from __future__ import annotations
+
+import json
+
+from fhir_server.model.validate import validation_issues
+from tools.snapshot_capabilities import SNAPSHOT, current
+
+
+def test_snapshot_under_conformance_is_current():
+    assert json.loads(SNAPSHOT.read_text()) == json.loads(json.dumps(current())), (
+        "conformance/CapabilityStatement.json is stale: run python -m tools.snapshot_capabilities"
+    )
+
+
+def test_served_statement_is_valid_r4_and_says_what_is_implemented(client):
+    statement = client.get("/fhir/metadata").json()
+    assert validation_issues(statement) == []
+    assert statement["fhirVersion"] == "4.0.1"
+    rest = statement["rest"][0]
+    assert {i["code"] for i in rest["interaction"]} == {"transaction", "batch", "history-system"}
+    patient = next(r for r in rest["resource"] if r["type"] == "Patient")
+    assert patient["updateCreate"] is False
+    assert {i["code"] for i in patient["interaction"]} >= {"read", "vread", "create", "update", "patch", "delete"}
+    assert "search-type" not in {i["code"] for i in patient["interaction"]}
+    assert [op["name"] for op in patient["operation"]] == ["validate"]
+    assert len(rest["resource"]) == 146

@@ -1,0 +1,24 @@
+"""Writes conformance/CapabilityStatement.json from the running code (run after changing what the
+server implements; tests/integration/test_conformance.py fails while the snapshot is stale)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import fhir_server.ops.validate  # noqa: F401  (registers $validate)
+from fhir_server.interactions.capabilities import capability_statement
+from fhir_server.ops.registry import OPERATIONS
+
+SNAPSHOT = Path(__file__).resolve().parents[1] / "conformance" / "CapabilityStatement.json"
+BASE = "http://127.0.0.1:8080/fhir"
+DATE = "2026-01-01T00:00:00+00:00"
+
+
+def current() -> dict:
+    return capability_statement(BASE, OPERATIONS.values(), DATE)
+
+
+if __name__ == "__main__":
+    SNAPSHOT.write_text(json.dumps(current(), indent=2) + "\n")
+    print(f"wrote {SNAPSHOT}")
