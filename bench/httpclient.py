@@ -8,7 +8,10 @@ line, a header block and a Content-Length (or chunked) body, nothing more.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
+
+TRANSPORT_ERRORS = (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, IndexError)
 
 
 @dataclass(slots=True)
@@ -30,14 +33,19 @@ def build_request(method: str, path: str, host: str, body: bytes = b"", headers:
 class Connection:
     """One keep-alive connection; requests on it are sequential."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
+    def __init__(self, host: str, port: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.host, self.port = host, port
+        self.reader, self.writer = reader, writer
 
     @classmethod
     async def open(cls, host: str, port: int) -> Connection:
         reader, writer = await asyncio.open_connection(host, port, limit=1 << 20)
-        return cls(reader, writer)
+        return cls(host, port, reader, writer)
+
+    async def reconnect(self) -> None:
+        """After the server dropped the connection (or answered something unreadable)."""
+        await self.close()
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port, limit=1 << 20)
 
     async def request(self, data: bytes) -> Response:
         self.writer.write(data)
@@ -69,10 +77,8 @@ class Connection:
 
     async def close(self) -> None:
         self.writer.close()
-        try:
+        with contextlib.suppress(OSError):
             await self.writer.wait_closed()
-        except OSError:
-            pass
 
 
 async def open_all(host: str, port: int, count: int) -> list[Connection]:

@@ -52,8 +52,8 @@ def rows(create_clients: int, read_connections: int, in_flight: int) -> list[Row
 
 def _cell(run: BackendRun, row: Row, judge: bool) -> str:
     phase = run.phases.get(row.phase)
-    if run.skipped or phase is None:
-        return "skipped" if run.skipped else "-"
+    if phase is None:
+        return "failed" if run.phases else "skipped"
     value = row.value(phase)
     text = "n/a" if math.isnan(value) else f"{value:,.{row.digits}f}"
     if phase.errors:
@@ -75,13 +75,16 @@ def table(runs: list[BackendRun], table_rows: list[Row]) -> str:
         if line is None:
             lines.append("  ".join("-" * width for width in widths))
         else:
-            cells = [line[0].ljust(widths[0]), *(cell.rjust(width) for cell, width in zip(line[1:], widths[1:]))]
+            cells = [
+                line[0].ljust(widths[0]),
+                *(cell.rjust(width) for cell, width in zip(line[1:], widths[1:], strict=True)),
+            ]
             lines.append("  ".join(cells))
     return "\n".join(lines)
 
 
 def cpu_lines(runs: list[BackendRun]) -> list[str]:
-    lines = ["CPU during each measured phase (cores; this machine has %d):" % (os.cpu_count() or 0)]
+    lines = [f"CPU during each measured phase (cores; this machine has {os.cpu_count()}):"]
     for run in runs:
         for phase in run.phases.values():
             if phase.cpu is not None:
@@ -96,8 +99,10 @@ def problem_lines(runs: list[BackendRun]) -> list[str]:
             lines.append(f"!!! {run.backend} SKIPPED: {run.skipped}")
         for phase in run.phases.values():
             if phase.errors:
-                lines.append(f"!!! {run.backend} {phase.name}: {phase.errors} ERRORS of {phase.count}; first: "
-                             f"{phase.first_error}")
+                lines.append(
+                    f"!!! {run.backend} {phase.name}: {phase.errors} ERRORS of {phase.count}; first: "
+                    f"{phase.first_error}"
+                )
     return lines
 
 
@@ -106,8 +111,8 @@ def heading(settings: str) -> str:
     return f"FHIR REST benchmark, {now}; {settings}; {os.cpu_count()} CPUs, Python {platform.python_version()}"
 
 
-def write(text: str) -> Path:
+def write(text: str, stamp: str) -> Path:
     RESULTS_DIR.mkdir(exist_ok=True)
-    path = RESULTS_DIR / f"rest-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.txt"
+    path = RESULTS_DIR / f"rest-{stamp}.txt"
     path.write_text(text + "\n")
     return path

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.cpu import CpuUse, snapshot, usage
-from bench.httpclient import Connection, Response, build_request, close_all, open_all
+from bench.httpclient import TRANSPORT_ERRORS, Connection, Response, build_request, close_all, open_all
 
 PATIENT_EXAMPLE = Path("/work/shared/fhir-r4/examples/Patient-example.json")
 SYNTHEA_DIR = Path("/work/shared/synthea")
@@ -57,6 +57,16 @@ def _describe(response: Response) -> str:
     return f"HTTP {response.status}: {response.body[:300].decode(errors='replace')}"
 
 
+async def exchange(connection: Connection, request: bytes, phase: Phase) -> Response | None:
+    """One request; a dropped or garbled connection counts as an error and is opened again."""
+    try:
+        return await connection.request(request)
+    except TRANSPORT_ERRORS as exc:
+        phase.fail(f"connection failed: {type(exc).__name__}: {exc}")
+        await connection.reconnect()
+        return None
+
+
 class PatientRequests:
     """POST /fhir/Patient requests, each with a unique identifier, spliced into a pre-built template."""
 
@@ -75,8 +85,10 @@ class PatientRequests:
 
 
 def read_requests(host: str, ids: list[str], base_path: str = "/fhir") -> Callable[[], bytes]:
-    prebuilt = [build_request("GET", f"{base_path}/Patient/{id_}", host, headers={"Accept": "application/fhir+json"})
-                for id_ in ids]
+    prebuilt = [
+        build_request("GET", f"{base_path}/Patient/{id_}", host, headers={"Accept": "application/fhir+json"})
+        for id_ in ids
+    ]
     cycle = _cycle(prebuilt)
     return lambda: next(cycle)
 
@@ -108,8 +120,10 @@ async def closed_loop(
         clock, latencies = time.perf_counter, phase.latencies
         while clock() < deadline:
             started = clock()
-            response = await connection.request(next_request())
+            response = await exchange(connection, next_request(), phase)
             latencies.append(clock() - started)
+            if response is None:
+                continue
             if response.status != expect:
                 phase.fail(_describe(response))
             elif on_ok is not None:
@@ -157,18 +171,19 @@ def synthea_requests(host: str, directory: Path = SYNTHEA_DIR, base_path: str = 
     return requests
 
 
-async def ingest(port: int, server_pid: int, bundles: list[tuple[bytes, int]], in_flight: int) -> Phase:
+async def ingest(port: int, server_pid: int, bundles: list[tuple[bytes, int]], in_flight: int, name: str = "") -> Phase:
     """POST every Bundle, `in_flight` at a time; the rate is in resources per second."""
-    phase = Phase(f"ingest, {in_flight} in flight")
+    phase = Phase(name or f"ingest, {in_flight} in flight")
     queue = list(reversed(bundles))
 
     async def worker(connection: Connection) -> None:
         while queue:
             request, expected = queue.pop()
             started = time.perf_counter()
-            response = await connection.request(request)
+            response = await exchange(connection, request, phase)
             phase.latencies.append(time.perf_counter() - started)
-            _check_transaction(phase, response, expected)
+            if response is not None:
+                _check_transaction(phase, response, expected)
 
     connections = await open_all("127.0.0.1", port, in_flight)
     before = snapshot(server_pid)

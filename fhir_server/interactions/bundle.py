@@ -43,13 +43,27 @@ def process_bundle(env: Env, body: Any, return_resources: bool = True) -> Result
         raise TooLarge(
             f"The Bundle has {count} entries; the limit is {env.settings.max_bundle_entries}", "bundle-too-many-entries"
         )
-    schema_issues = validate_against_schema(bundle, "Bundle")
+    # A batch validates each entry's resource on its own (prepare_entry), so that one invalid
+    # resource answers in its own response entry instead of failing the whole batch.
+    checked = bundle if kind == "transaction" else _without_resources(bundle)
+    schema_issues = validate_against_schema(checked, "Bundle")
     if schema_issues:
         raise invalid(schema_issues, "The Bundle is not valid")
     entries = parse_entries(bundle, kind == "transaction")
     if kind == "transaction":
         return _transaction(env, entries, return_resources)
     return _batch(env, entries, return_resources)
+
+
+def _without_resources(bundle: dict[str, Any]) -> dict[str, Any]:
+    entries = bundle.get("entry")
+    if not isinstance(entries, list):
+        return bundle
+    shells = [
+        {key: value for key, value in entry.items() if key != "resource"} if isinstance(entry, dict) else entry
+        for entry in entries
+    ]
+    return {**bundle, "entry": shells}
 
 
 def _transaction(env: Env, entries: list[Entry], return_resources: bool) -> Result:

@@ -188,8 +188,11 @@ def response_entry(result: Result, return_resource: bool) -> dict[str, Any]:
         response["lastModified"] = instant(stored.last_updated)
         if return_resource and stored.content is not None:
             entry["resource"] = orjson.Fragment(stored.content)
-    elif result.body is not None:
-        response["outcome"] = result.body
+    else:
+        if "ETag" in result.headers:  # a delete: the deletion is a new version
+            response["etag"] = result.headers["ETag"]
+        if result.body is not None:
+            response["outcome"] = result.body
     entry["response"] = response
     return entry
 

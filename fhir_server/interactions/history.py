@@ -16,6 +16,7 @@ import orjson
 
 from fhir_server.errors import Invalid, Issue, NotFound
 from fhir_server.interactions.context import Env, Result
+from fhir_server.interactions.read import MAX_VERSION
 from fhir_server.interactions.writing import instant
 from fhir_server.model.dates import parse_instant_range
 from fhir_server.store.repository import HistoryQuery, StoredVersion
@@ -60,7 +61,7 @@ def _query(
 def _count(env: Env, value: str | None) -> int:
     if value is None:
         return env.settings.default_page_size
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit()):
         raise Invalid(
             f"_count must be a non-negative integer, not '{value}'",
             "count-invalid",
@@ -76,7 +77,9 @@ def _page_key(token: str | None) -> tuple[datetime, str, str, int] | None:
         return None
     try:
         moment, resource_type, resource_id, version = json.loads(base64.urlsafe_b64decode(token.encode()))
-        return datetime.fromisoformat(moment), str(resource_type), str(resource_id), int(version)
+        if not isinstance(version, int) or not 0 <= version <= MAX_VERSION:
+            raise ValueError("version out of range")
+        return datetime.fromisoformat(moment), str(resource_type), str(resource_id), version
     except (ValueError, TypeError):
         raise Invalid("The _page token is not one this server issued", "page-token-invalid") from None
 

@@ -27,8 +27,20 @@ def vread(env: Env, resource_type: str, resource_id: str, version: str) -> Resul
         return Result(200, vread_in(uow, resource_type, resource_id, version))
 
 
+# Version ids are stored as 32-bit integers; a larger number names no version (and must not reach SQL).
+MAX_VERSION = 2**31 - 1
+
+
+def version_number(text: str) -> int | None:
+    """The version id a URL segment names, or None (ASCII digits only: `int()` rejects '²')."""
+    if not (text.isascii() and text.isdigit()) or len(text) > 10 or int(text) > MAX_VERSION:
+        return None
+    return int(text)
+
+
 def vread_in(uow: UnitOfWork, resource_type: str, resource_id: str, version: str) -> StoredVersion:
-    stored = uow.version(resource_type, resource_id, int(version)) if version.isdigit() else None
+    number = version_number(version)
+    stored = uow.version(resource_type, resource_id, number) if number is not None else None
     if stored is None:
         raise NotFound(f"{resource_type}/{resource_id}/_history/{version} is not known", "version-not-found")
     if stored.deleted:

@@ -50,7 +50,7 @@ def write_new(uow: UnitOfWork, resource: dict[str, Any], resource_id: str | None
         resource_type, resource_id, 1, moment, False, stamp(resource, resource_id, 1, moment), "POST"
     )
     uow.create(stored)
-    uow.replace_index(resource_type, resource_id, index_rows(resource))
+    uow.replace_index(resource_type, resource_id, index_rows(resource), fresh=True)
     return stored
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, false, insert, select, text, true, tuple_, update
+from sqlalchemy import and_, bindparam, delete, false, insert, select, text, true, tuple_, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
@@ -67,8 +67,30 @@ class Store:
             connection.execute(text("SELECT 1"))
 
 
-def _visible(table: Any, visibility: Visibility) -> ColumnElement[bool]:
-    return true() if visibility.unrestricted else false()
+def _by_key(table: Any) -> ColumnElement[bool]:
+    return and_(table.c.resource_type == bindparam("key_type"), table.c.id == bindparam("key_id"))
+
+
+# Hot-path statements are built once: constructing SQLAlchemy expressions per call cost more than
+# executing them (profiled on create).
+_SELECT_CURRENT = select(resource).where(_by_key(resource))
+_SELECT_VERSION = select(resource_version).where(
+    _by_key(resource_version), resource_version.c.version_id == bindparam("key_version")
+)
+_INSERT_CURRENT = insert(resource)
+_INSERT_VERSION = insert(resource_version)
+_UPDATE_CURRENT = (
+    update(resource)
+    .where(_by_key(resource), resource.c.version_id == bindparam("expected_version"))
+    .values({name: bindparam(f"new_{name}") for name in ("version_id", "last_updated", "deleted", "content")})
+)
+_DELETE_INDEX = {
+    kind: delete(table).where(
+        table.c.resource_type == bindparam("key_type"), table.c.resource_id == bindparam("key_id")
+    )
+    for kind, table in INDEX_TABLES.items()
+}
+_INSERT_INDEX = {kind: insert(table) for kind, table in INDEX_TABLES.items()}
 
 
 class UnitOfWork:
@@ -77,49 +99,36 @@ class UnitOfWork:
         self.visibility = visibility
         self.lock = lock
 
+    def _narrow(self, statement: Any) -> Any:
+        """The caller's visibility as a predicate (access.py): unrestricted, or nothing yet."""
+        return statement if self.visibility.unrestricted else statement.where(false())
+
     def current(self, resource_type: str, resource_id: str, for_update: bool = False) -> StoredVersion | None:
-        query = select(resource).where(
-            resource.c.resource_type == resource_type,
-            resource.c.id == resource_id,
-            _visible(resource, self.visibility),
-        )
+        query = self._narrow(_SELECT_CURRENT)
         if for_update and self.lock:
             query = query.with_for_update()
-        row = self.connection.execute(query).first()
+        row = self.connection.execute(query, {"key_type": resource_type, "key_id": resource_id}).first()
         return _version(row) if row else None
 
     def version(self, resource_type: str, resource_id: str, version_id: int) -> StoredVersion | None:
-        query = select(resource_version).where(
-            resource_version.c.resource_type == resource_type,
-            resource_version.c.id == resource_id,
-            resource_version.c.version_id == version_id,
-            _visible(resource_version, self.visibility),
-        )
-        row = self.connection.execute(query).first()
+        key = {"key_type": resource_type, "key_id": resource_id, "key_version": version_id}
+        row = self.connection.execute(self._narrow(_SELECT_VERSION), key).first()
         return _version(row) if row else None
 
     def create(self, stored: StoredVersion) -> None:
         if not self.visibility.unrestricted:
             raise Forbidden("This caller may not create resources", "write-forbidden")
-        values = _columns(stored)
         try:
-            self.connection.execute(insert(resource).values(values))
+            self.connection.execute(_INSERT_CURRENT, _columns(stored))
         except IntegrityError:
             raise Conflict(f"{stored.resource_type}/{stored.id} already exists", "duplicate-id") from None
         self._add_version(stored)
 
     def replace(self, stored: StoredVersion, expected_version: int) -> bool:
         """Writes a new current version if the current one is still `expected_version`."""
-        result = self.connection.execute(
-            update(resource)
-            .where(
-                resource.c.resource_type == stored.resource_type,
-                resource.c.id == stored.id,
-                resource.c.version_id == expected_version,
-                _visible(resource, self.visibility),
-            )
-            .values(_columns(stored))
-        )
+        values = {f"new_{name}": value for name, value in _columns(stored).items()}
+        values.update(key_type=stored.resource_type, key_id=stored.id, expected_version=expected_version)
+        result = self.connection.execute(self._narrow(_UPDATE_CURRENT), values)
         if result.rowcount != 1:
             return False
         self._add_version(stored)
@@ -127,21 +136,24 @@ class UnitOfWork:
 
     def _add_version(self, stored: StoredVersion) -> None:
         try:
-            self.connection.execute(insert(resource_version).values({**_columns(stored), "method": stored.method}))
+            self.connection.execute(_INSERT_VERSION, {**_columns(stored), "method": stored.method})
         except IntegrityError:
             raise Conflict(f"{stored.resource_type}/{stored.id} was changed concurrently", "version-conflict") from None
 
-    def replace_index(self, resource_type: str, resource_id: str, rows: Sequence[IndexRow]) -> None:
+    def replace_index(
+        self, resource_type: str, resource_id: str, rows: Sequence[IndexRow], fresh: bool = False
+    ) -> None:
+        """Index rows of a resource; `fresh` (a new resource) skips removing rows it cannot have."""
+        if not fresh:
+            for statement in _DELETE_INDEX.values():
+                self.connection.execute(statement, {"key_type": resource_type, "key_id": resource_id})
         by_kind: dict[str, list[dict[str, Any]]] = {}
         for row in rows:
             by_kind.setdefault(row.kind, []).append(
                 {"resource_type": resource_type, "resource_id": resource_id, "param": row.param, **row.values}
             )
-        for kind, table in INDEX_TABLES.items():
-            owner = and_(table.c.resource_type == resource_type, table.c.resource_id == resource_id)
-            self.connection.execute(delete(table).where(owner))
-            if by_kind.get(kind):
-                self.connection.execute(insert(table), by_kind[kind])
+        for kind, values in by_kind.items():
+            self.connection.execute(_INSERT_INDEX[kind], values)
 
     def match(self, resource_type: str, clauses: Sequence[Clause], limit: int) -> list[StoredVersion]:
         """Current, not deleted resources of a type matching every clause."""
@@ -150,7 +162,6 @@ class UnitOfWork:
             .where(
                 resource.c.resource_type == resource_type,
                 resource.c.deleted == false(),
-                _visible(resource, self.visibility),
                 *(clause_predicate(resource_type, clause) for clause in clauses),
             )
             .order_by(resource.c.last_updated.desc(), resource.c.id)
@@ -160,7 +171,7 @@ class UnitOfWork:
 
     def history(self, query: HistoryQuery) -> list[StoredVersion]:
         table = resource_version
-        conditions: list[ColumnElement[bool]] = [_visible(table, self.visibility)]
+        conditions: list[ColumnElement[bool]] = [true() if self.visibility.unrestricted else false()]
         if query.resource_type:
             conditions.append(table.c.resource_type == query.resource_type)
         if query.id:
