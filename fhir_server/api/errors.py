@@ -62,11 +62,16 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
         request_id = getattr(request.state, "request_id", "-")
+        # This handler runs outside RequestLogMiddleware (Starlette's ServerErrorMiddleware is
+        # outermost), so the request id header is added here.
+        headers = {"X-Request-ID": request_id}
         if _is_database_down(exc):
             log.error("database unavailable", extra={"request_id": request_id})
-            return _render(request, Unavailable("The database is not reachable", "database-unavailable"))
+            return _render(
+                request, Unavailable("The database is not reachable", "database-unavailable", headers=headers)
+            )
         log.exception("unexpected error", extra={"request_id": request_id})
-        return _render(request, Internal(f"Internal error (request {request_id})", "internal-error"))
+        return _render(request, Internal(f"Internal error (request {request_id})", "internal-error", headers=headers))
 
 
 def _is_database_down(exc: Exception) -> bool:

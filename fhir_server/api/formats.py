@@ -37,7 +37,8 @@ DEFAULT = Format("application/fhir+json", False)
 def response_format(format_param: str | None, accept: str | None, pretty_param: str | None) -> Format:
     pretty = pretty_param == "true"
     if format_param:
-        chosen = _known(format_param.split(";")[0].strip().lower())
+        # An unencoded `+` (`_format=application/fhir+xml`) arrives as a space; no media type has one.
+        chosen = _known(format_param.split(";")[0].strip().lower().replace(" ", "+"))
         if chosen is None:
             raise NotAcceptable(f"_format '{format_param}' is not supported; use json or xml", "format-unsupported")
         return Format(chosen, chosen in XML_TYPES, pretty)

@@ -41,6 +41,7 @@ def access_context(request: Request) -> AccessContext:
 async def read_body(request: Request, allow_json_patch: bool = False) -> tuple[Any, str]:
     """The parsed request body and its kind ('json', 'xml', 'json-patch'), within the size limit."""
     settings = request.app.state.settings
+    negotiated(request)  # 406 before any work: a write must not happen when its answer cannot be sent
     kind = body_kind(request.headers.get("content-type"), allow_json_patch)
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > settings.max_body_bytes:

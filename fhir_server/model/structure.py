@@ -4,11 +4,13 @@ The R4 JSON Schema (schema.py) is the authority; the models add what the schema 
 required primitive elements, one value per choice element, primitive formats. R4B differs from
 R4 in places, so the models are consulted only where they agree with R4:
 
-| where | what differs | rule here |
-|---|---|---|
-| types absent from R4B (MedicinalProduct*, EffectEvidenceSynthesis, RiskEvidenceSynthesis, Substance{NucleicAcid,Polymer,Protein,ReferenceInformation,SourceMaterial,Specification}) | no model | schema only |
-| types whose R4 elements the R4B model lacks (Evidence, EvidenceVariable) | redefined in R4B | schema only |
-| `Questionnaire.item.linkId` (and nested items) | R4 says 1..1, yet the official R4 example Questionnaire-qs1 omits it and the R4 schema accepts it | not enforced |
+- Types absent from R4B (MedicinalProduct*, EffectEvidenceSynthesis, RiskEvidenceSynthesis and
+  SubstanceNucleicAcid, -Polymer, -Protein, -ReferenceInformation, -SourceMaterial, -Specification):
+  no model exists, the schema alone decides.
+- Types whose R4 elements the R4B model lacks (Evidence, EvidenceVariable, redefined in R4B): the
+  schema alone decides. Both rules are computed, not listed: see `_model_for`.
+- `Questionnaire.item.linkId` (at any depth): R4 says 1..1, yet the official R4 example
+  Questionnaire-qs1 omits it and the R4 schema accepts it, so its absence is not enforced.
 """
 
 from __future__ import annotations

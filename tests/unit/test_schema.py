@@ -53,8 +53,17 @@ def test_official_examples_are_valid_for_both(path):
 
 
 @pytest.mark.parametrize("mutation", sorted(MUTATIONS))
-@pytest.mark.parametrize("name", ["Patient-example.json", "Observation-example.json", "Consent-consent-example-basic.json",
-                                  "Appointment-example.json", "Coverage-9876B1.json", "AllergyIntolerance-example.json"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Patient-example.json",
+        "Observation-example.json",
+        "Consent-consent-example-basic.json",
+        "Appointment-example.json",
+        "Coverage-9876B1.json",
+        "AllergyIntolerance-example.json",
+    ],
+)
 def test_mutations_are_invalid_for_both(name, mutation):
     resource = copy.deepcopy(load(EXAMPLES / name))
     MUTATIONS[mutation](resource)
