@@ -25,7 +25,8 @@ def version_headers(stored: StoredVersion) -> dict[str, str]:
 
 
 def parse_if_match(value: str | None) -> int | None:
-    if value is None:
+    """The version an If-Match names; `*` (RFC 9110: any current version) sets no constraint."""
+    if value is None or value.strip() == "*":
         return None
     digits = value.strip().removeprefix("W/").strip('"')
     if not digits.isdigit():

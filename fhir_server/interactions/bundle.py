@@ -80,7 +80,7 @@ def _transaction(env: Env, entries: list[Entry], return_resources: bool) -> Resu
             with _naming(entry):
                 results[entry.index] = run_entry(uow, entry)
     responses = [response_entry(results[entry.index], return_resources) for entry in entries]
-    return Result(200, body={"resourceType": "Bundle", "type": "transaction-response", "entry": responses})
+    return Result(200, body=_response_bundle("transaction-response", responses))
 
 
 def _batch(env: Env, entries: list[Entry], return_resources: bool) -> Result:
@@ -95,7 +95,15 @@ def _batch(env: Env, entries: list[Entry], return_resources: bool) -> Result:
         except FhirError as error:
             located = relocate(error, entry.index)
             responses.append({"response": {"status": str(located.status), "outcome": located.to_outcome()}})
-    return Result(200, body={"resourceType": "Bundle", "type": "batch-response", "entry": responses})
+    return Result(200, body=_response_bundle("batch-response", responses))
+
+
+def _response_bundle(kind: str, responses: list[dict[str, Any]]) -> dict[str, Any]:
+    """The response Bundle; without `entry` when there is none (json.html: no empty arrays)."""
+    body: dict[str, Any] = {"resourceType": "Bundle", "type": kind}
+    if responses:
+        body["entry"] = responses
+    return body
 
 
 @contextmanager

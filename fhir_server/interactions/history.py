@@ -22,7 +22,8 @@ from fhir_server.model.dates import parse_instant_range
 from fhir_server.store.repository import HistoryQuery, StoredVersion
 
 _STATUS = {"POST": "201 Created", "PUT": "200 OK", "PATCH": "200 OK", "DELETE": "204 No Content"}
-_KNOWN = {"_since", "_at", "_count", "_page", "_format", "_pretty", "_summary", "_elements"}
+# _summary and _elements are refused rather than ignored: history entries are always whole.
+_KNOWN = {"_since", "_at", "_count", "_page", "_format", "_pretty"}
 
 
 def history(

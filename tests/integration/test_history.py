@@ -223,6 +223,14 @@ def test_at_gives_the_version_current_at_that_moment(client):
     ]
 
 
+def test_at_with_day_precision_covers_the_whole_day(client):
+    resource_id = _create(client, gender="male")
+    _update(client, resource_id, gender="female")
+    day = _history(client, f"/fhir/Patient/{resource_id}/_history")["entry"][0]["response"]["lastModified"][:10]
+    bundle = _history(client, f"/fhir/Patient/{resource_id}/_history", _at=day)
+    assert [_key(entry) for entry in bundle["entry"]] == [("Patient", resource_id, "2"), ("Patient", resource_id, "1")]
+
+
 def test_bad_since_or_at_is_400(client):
     resource_id = _create(client)
     for name in ("_since", "_at"):

@@ -359,6 +359,47 @@ def test_unsupported_format_is_406(client):
     assert _codes(response) == ["format-not-acceptable"]
 
 
+def test_unacceptable_format_on_create_stores_nothing(client):
+    identifier = _identifier()
+    response = client.post(
+        "/fhir/Patient", params={"_format": "text/csv"}, json=_patient(identifier=[identifier]), headers=FHIR_JSON
+    )
+    assert response.status_code == 406
+    again = client.post(
+        "/fhir/Patient",
+        json=_patient(identifier=[identifier]),
+        headers={**FHIR_JSON, "If-None-Exist": _token(identifier)},
+    )
+    assert again.status_code == 201  # nothing was stored by the refused request
+
+
+def test_errors_follow_the_requested_format(client):
+    response = client.get(f"/fhir/Patient/{uuid.uuid4()}", params={"_format": "xml"})
+    assert response.status_code == 404
+    assert _media_type(response) == "application/fhir+xml"
+    root = _xml_root(response)
+    assert root.tag == f"{FHIR_NS}OperationOutcome"
+    codes = [code.get("value") for code in root.iter(f"{FHIR_NS}code")]
+    assert "resource-not-found" in codes
+
+
+@pytest.mark.parametrize("content_type", ["application/fhir+json; charset=utf-8", "application/json", None])
+def test_json_content_types_are_accepted(client, content_type):
+    headers = {"Accept": "application/fhir+json"} | ({"Content-Type": content_type} if content_type else {})
+    response = client.post("/fhir/Patient", content=json.dumps(_patient()).encode(), headers=headers)
+    assert response.status_code == 201
+
+
+@pytest.mark.parametrize(
+    ("content", "code"),
+    [(b"{not json", "json-malformed"), (b"", "json-malformed"), (b"[1, 2]", "not-a-resource")],
+)
+def test_malformed_body_is_400(client, content, code):
+    response = client.post("/fhir/Patient", content=content, headers=FHIR_JSON)
+    assert response.status_code == 400
+    assert _codes(response) == [code]
+
+
 @pytest.mark.parametrize("method", ["post", "put"])
 def test_unsupported_content_type_is_415(client, method):
     body = _create(client)
@@ -653,6 +694,19 @@ def test_conditional_create_matches_identifier_value_only_and_id(client):
     assert (by_id.status_code, by_id.json()["id"]) == (200, first["id"])
 
 
+def test_conditional_create_ignores_a_deleted_match(client):
+    identifier = _identifier()
+    deleted = _create(client, _patient(identifier=[identifier]))
+    assert client.delete(f"/fhir/Patient/{deleted['id']}").status_code == 204
+    response = client.post(
+        "/fhir/Patient",
+        json=_patient(identifier=[identifier]),
+        headers={**FHIR_JSON, "If-None-Exist": _token(identifier)},
+    )
+    assert response.status_code == 201
+    assert response.json()["id"] != deleted["id"]
+
+
 def test_conditional_update(client):
     identifier = _identifier()
     url = f"/fhir/Patient?{_token(identifier)}"
@@ -685,6 +739,26 @@ def test_conditional_update_with_a_conflicting_body_id_is_400(client):
     )
     assert response.status_code == 400
     assert _codes(response) == ["id-mismatch"]
+
+
+def test_conditional_update_without_match_but_with_an_id_is_405(client):
+    """http.html#cond-update: no match and an id given is update-as-create, which this server refuses."""
+    identifier = _identifier()
+    response = client.put(
+        f"/fhir/Patient?{_token(identifier)}",
+        json={**_patient(identifier=[identifier]), "id": str(uuid.uuid4())},
+        headers=FHIR_JSON,
+    )
+    assert response.status_code == 405
+    assert _codes(response) == ["update-create-disabled"]
+
+
+def test_conditional_update_by_id(client):
+    body = _create(client)
+    response = client.put(f"/fhir/Patient?_id={body['id']}", json={**body, "active": True}, headers=FHIR_JSON)
+    assert response.status_code == 200
+    assert response.json()["id"] == body["id"]
+    assert response.json()["meta"]["versionId"] == "2"
 
 
 def test_conditional_delete(client):
@@ -910,3 +984,17 @@ def test_metadata_validates(client):
     assert response.status_code == 200
     errors = [issue for issue in response.json()["issue"] if issue["severity"] in ("error", "fatal")]
     assert errors == []
+
+
+def test_if_match_star_updates_any_current_version(client):
+    created = client.post("/fhir/Patient", json={"resourceType": "Patient"}, headers=FHIR_JSON).json()
+    body = {"resourceType": "Patient", "id": created["id"], "active": True}
+    updated = client.put(f"/fhir/Patient/{created['id']}", json=body, headers={**FHIR_JSON, "If-Match": "*"})
+    assert updated.status_code == 200
+    assert updated.headers["etag"] == 'W/"2"'
+
+
+def test_history_refuses_summary_rather_than_ignoring_it(client):
+    response = client.get("/fhir/Patient/_history", params={"_summary": "true"}, headers=FHIR_JSON)
+    assert response.status_code == 400
+    assert response.json()["issue"][0]["details"]["coding"][0]["code"] == "history-parameter-unknown"
