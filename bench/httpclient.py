@@ -82,7 +82,19 @@ class Connection:
 
 
 async def open_all(host: str, port: int, count: int) -> list[Connection]:
-    return list(await asyncio.gather(*(Connection.open(host, port) for _ in range(count))))
+    """`count` connections opened one by one, each answered once before the next is opened.
+
+    Opened in a burst, they would all be accepted by whichever uvicorn worker wakes first (the
+    asyncio accept loop takes the whole backlog), leaving the other workers idle for the whole run;
+    one by one, they spread over the workers like independent clients do.
+    """
+    probe = build_request("GET", "/healthz", f"{host}:{port}")
+    connections = []
+    for _ in range(count):
+        connection = await Connection.open(host, port)
+        await connection.request(probe)
+        connections.append(connection)
+    return connections
 
 
 async def close_all(connections: list[Connection]) -> None:

@@ -13,13 +13,14 @@ from pathlib import Path
 from bench.workloads import Phase
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+OTHER_LOAD_LIMIT = 0.25  # cores used by unrelated processes beyond which a phase is called disturbed
 
 
 @dataclass
 class BackendRun:
     backend: str
     phases: dict[str, Phase] = field(default_factory=dict)
-    skipped: str | None = None
+    problem: str | None = None  # why the backend was skipped or failed part-way
 
     @property
     def errors(self) -> int:
@@ -68,7 +69,7 @@ def table(runs: list[BackendRun], table_rows: list[Row]) -> str:
     body = [
         [row.label, row.target, *(_cell(run, row, run.backend == "postgresql") for run in runs)] for row in table_rows
     ]
-    body.append(["errors (all phases)", "0", *(("-" if run.skipped else str(run.errors)) for run in runs)])
+    body.append(["errors (all phases)", "0", *(str(run.errors) if run.phases else "-" for run in runs)])
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
     lines = []
     for line in [header, None, *body]:
@@ -95,9 +96,14 @@ def cpu_lines(runs: list[BackendRun]) -> list[str]:
 def problem_lines(runs: list[BackendRun]) -> list[str]:
     lines = []
     for run in runs:
-        if run.skipped:
-            lines.append(f"!!! {run.backend} SKIPPED: {run.skipped}")
+        if run.problem:
+            lines.append(f"!!! {run.backend}: {run.problem}")
         for phase in run.phases.values():
+            if phase.cpu is not None and phase.cpu.other > OTHER_LOAD_LIMIT:
+                lines.append(
+                    f"!!! {run.backend} {phase.name}: other processes used {phase.cpu.other:.2f} cores meanwhile;"
+                    " the figure is disturbed"
+                )
             if phase.errors:
                 lines.append(
                     f"!!! {run.backend} {phase.name}: {phase.errors} ERRORS of {phase.count}; first: "

@@ -60,7 +60,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--clients", type=int, default=8, help="concurrent create clients (default 8)")
     parser.add_argument("--connections", type=int, default=16, help="concurrent read connections (default 16)")
     parser.add_argument("--in-flight", type=int, default=4, help="Synthea bundles in flight (default 4)")
-    parser.add_argument("--bundles", type=int, default=0, help="ingest only the first N bundles (default all)")
+    parser.add_argument("--bundles", type=int, default=0, help="ingest only the N largest bundles (default all)")
     parser.add_argument("--synthea-dir", type=Path, default=SYNTHEA_DIR)
     parser.add_argument("--log-level", default="WARNING", help="the server's FHIR_LOG_LEVEL (default WARNING)")
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_ADMIN_URL, help="admin URL to create databases")
@@ -118,7 +118,7 @@ async def run_phases(server: Server, args: argparse.Namespace, run: report.Backe
 def run_backend(backend: str, args: argparse.Namespace, stamp: str) -> report.BackendRun:
     run = report.BackendRun(backend)
     if backend == "postgresql" and (reason := postgres_reachable(args.postgres_url)):
-        run.skipped = f"PostgreSQL unreachable at {args.postgres_url}: {reason}"
+        run.problem = f"SKIPPED, PostgreSQL unreachable at {args.postgres_url}: {reason}"
         return run
     database = sqlite_database() if backend == "sqlite" else postgres_database(args.postgres_url)
     report.RESULTS_DIR.mkdir(exist_ok=True)
@@ -128,7 +128,7 @@ def run_backend(backend: str, args: argparse.Namespace, stamp: str) -> report.Ba
         with database as url, running_server(url, args.workers, args.log_level, log_path) as server:
             _runner()(run_phases(server, args, run))
     except Exception as exc:  # a failed backend is reported loudly; the other one still runs
-        run.skipped = f"FAILED: {type(exc).__name__}: {exc}"
+        run.problem = f"FAILED: {type(exc).__name__}: {exc} (server log: {log_path})"
     return run
 
 
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print("\n" + text)
     print(f"\nwritten to {report.write(text, stamp)}")
-    return 1 if any(run.errors or run.skipped for run in runs) else 0
+    return 1 if any(run.errors or run.problem for run in runs) else 0
 
 
 if __name__ == "__main__":

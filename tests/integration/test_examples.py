@@ -8,12 +8,14 @@ decimals with their digits.
 
 from __future__ import annotations
 
+import decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 from lxml import etree
 
+from fhir_server.model.json import dumps
 from tests.conftest import EXAMPLES, FHIR_JSON
 from tests.integration.helpers import (
     FHIR_XML_IN,
@@ -71,10 +73,12 @@ def _create_and_read(client: Any, path: Path, body: bytes, headers: dict[str, st
 
 def test_every_official_example_is_created_and_read_back_unchanged(client):
     failures = []
+    with_meta = 0  # examples whose meta carries more than the server replaces (profile, tag, security...)
     for path in EXAMPLE_FILES:
         raw = path.read_bytes()
         original = parse(raw)
         assert path.name.startswith(f"{original['resourceType']}-"), path.name
+        with_meta += bool(set(original.get("meta", {})) - {"versionId", "lastUpdated"})
         stored, problem = _create_and_read(client, path, raw, FHIR_JSON)
         if problem is None:
             difference = first_difference(without_server_fields(original), without_server_fields(stored))
@@ -82,6 +86,7 @@ def test_every_official_example_is_created_and_read_back_unchanged(client):
         if problem:
             failures.append(f"{path.name}: {problem}")
     assert not failures, f"{len(failures)} of {len(EXAMPLE_FILES)} examples failed:\n" + "\n".join(failures)
+    assert with_meta >= 14
 
 
 def _canonical_narratives(node: Any) -> Any:
@@ -152,3 +157,25 @@ def test_xml_is_answered_for_each_xml_media_type(client, accept):
     root = etree.fromstring(response.content)
     assert root.tag == "{http://hl7.org/fhir}Patient"
     assert root.find("{http://hl7.org/fhir}gender").get("value") == "male"
+
+
+def test_client_meta_survives_except_version_and_last_updated(client):
+    """Few examples carry tags or security labels, so all of meta's client-owned parts are checked here."""
+    meta = {
+        "versionId": "99",
+        "lastUpdated": "2000-01-01T00:00:00Z",
+        "source": "urn:test:source#1",
+        "profile": ["http://hl7.org/fhir/StructureDefinition/Patient"],
+        "security": [{"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "R"}],
+        "tag": [{"system": "urn:test:tags", "code": "t1"}, {"system": "urn:test:tags", "code": "t2"}],
+        "extension": [{"url": "urn:test:meta-extension", "valueDecimal": decimal.Decimal("1.50")}],
+    }
+    created = client.post("/fhir/Patient", content=dumps({"resourceType": "Patient", "meta": meta}), headers=FHIR_JSON)
+    assert created.status_code == 201, created.text
+    stored = parse(client.get(f"/fhir/Patient/{created.json()['id']}", headers=FHIR_JSON).content)
+    assert stored["meta"]["versionId"] == "1"
+    assert stored["meta"]["lastUpdated"] != meta["lastUpdated"]
+    assert without_server_fields(stored)["meta"] == {
+        k: v for k, v in meta.items() if k not in ("versionId", "lastUpdated")
+    }
+    assert b'"valueDecimal":1.50' in client.get(f"/fhir/Patient/{stored['id']}", headers=FHIR_JSON).content
