@@ -15,6 +15,8 @@ R4 in places, so the models are consulted only where they agree with R4:
 
 from __future__ import annotations
 
+import os
+import re
 from functools import cache
 from typing import Any
 
@@ -23,6 +25,9 @@ from pydantic import ValidationError
 
 from fhir_server.errors import Issue
 from fhir_server.model.schema import schema_definitions
+
+# fhir.resources names the variants of a choice element it found missing or repeated in a list.
+_CHOICE_LIST = re.compile(r"list (\[[^\]]*\])")
 
 # (resource type, element name at any depth, pydantic error type) left to the R4 schema.
 _RELAXED = {("Questionnaire", "linkId", "model_field_validation.missing")}
@@ -59,11 +64,23 @@ def validate_structure(resource: dict[str, Any]) -> list[Issue]:
         model.model_validate(resource)
     except ValidationError as exc:
         return [
-            Issue(error["msg"], "structure", "structure", _expression(resource_type, error["loc"]))
+            Issue(error["msg"], "structure", "structure", _location(resource_type, error))
             for error in exc.errors(include_url=False)
             if not _relaxed(resource_type, error)
         ]
     return []
+
+
+def _location(resource_type: str, error: Any) -> str:
+    """Where the problem is; choice-element errors name the choice (e.g. `Observation.value`)."""
+    path = _expression(resource_type, error["loc"])
+    names = _CHOICE_LIST.search(error["msg"])
+    if names:
+        choices = re.findall(r"'([A-Za-z]+)'", names.group(1))
+        base = os.path.commonprefix(choices)
+        if len(choices) > 1 and base:
+            return f"{path}.{base}"
+    return path
 
 
 def _relaxed(resource_type: str, error: Any) -> bool:

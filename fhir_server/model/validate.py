@@ -11,6 +11,7 @@ import re
 from typing import Any
 
 from fhir_server.errors import Invalid, Issue, invalid
+from fhir_server.model.definitions import elements
 from fhir_server.model.schema import resource_types, validate_against_schema
 from fhir_server.model.structure import validate_structure
 
@@ -44,13 +45,50 @@ def require_resource(body: Any, expected_type: str | None = None) -> dict[str, A
 
 
 def validation_issues(resource: dict[str, Any], allow_conditional_references: bool = False) -> list[Issue]:
-    """Every problem of a resource whose resourceType is already known to be an R4 type."""
+    """Every problem of a resource whose resourceType is already known to be an R4 type.
+
+    All stages run, so that one answer lists every problem; a later stage's issue at, above or
+    below a location already reported is the same problem seen again, and is left out.
+    """
     issues = validate_against_schema(resource, resource["resourceType"])
-    if issues:
-        return issues
-    issues = validate_structure(resource)
-    issues.extend(_reference_issues(resource, resource["resourceType"], allow_conditional_references))
+    later = [
+        *_missing_mandatory(resource),
+        *validate_structure(resource),
+        *_reference_issues(resource, resource["resourceType"], allow_conditional_references),
+    ]
+    for issue in later:
+        if not any(_related(issue.expression, earlier.expression) for earlier in issues):
+            issues.append(issue)
     return issues
+
+
+def _related(first: str | None, second: str | None) -> bool:
+    """Whether one location contains the other (or they are the same)."""
+    if first is None or second is None:
+        return first == second
+    shorter, longer = sorted((first, second), key=len)
+    return longer == shorter or longer.startswith((shorter + ".", shorter + "["))
+
+
+def _missing_mandatory(resource: dict[str, Any]) -> list[Issue]:
+    """Top-level elements with min >= 1 that are absent (the schema cannot require primitives)."""
+    present = {key.lstrip("_") for key in resource}
+    missing: dict[str, None] = {}
+    for info in elements(resource["resourceType"]).values():
+        name = info.choice or info.name
+        if info.min >= 1 and name not in missing and not _has(present, info, name):
+            missing[name] = None
+    kind = resource["resourceType"]
+    return [
+        Issue(f"Missing required element '{name}'", "required-element-missing", "required", f"{kind}.{name}")
+        for name in missing
+    ]
+
+
+def _has(present: set[str], info: Any, name: str) -> bool:
+    if info.choice:
+        return any(key.startswith(name) and key[len(name) : len(name) + 1].isupper() for key in present)
+    return name in present
 
 
 def validate_resource(resource: dict[str, Any], allow_conditional_references: bool = False) -> None:
