@@ -105,12 +105,10 @@ def _bundle(
         links.append({"relation": "next", "url": _url(env, path, [*kept, ("_page", _page_token(rows[-1]))])})
     if any(name == "_page" for name, _ in params):
         links.append({"relation": "first", "url": _url(env, path, kept)})
-    return {
-        "resourceType": "Bundle",
-        "type": "history",
-        "link": links,
-        "entry": [_entry(env, row) for row in rows],
-    }
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "history", "link": links}
+    if rows:  # FHIR JSON has no empty arrays
+        bundle["entry"] = [_entry(env, row) for row in rows]
+    return bundle
 
 
 def _url(env: Env, path: str, params: list[tuple[str, str]]) -> str:

@@ -35,9 +35,9 @@ def test_a_restricted_context_sees_nothing_by_any_read_path(client, store, setti
     with pytest.raises(NotFound):
         history.history(outsider, [], "Patient", patient_id)
     type_history = history.history(outsider, [("_count", "1000")], "Patient").body
-    assert type_history is not None and type_history["entry"] == []
+    assert type_history is not None and "entry" not in type_history
     system_history = history.history(outsider, [("_count", "1000")]).body
-    assert system_history is not None and system_history["entry"] == []
+    assert system_history is not None and "entry" not in system_history
 
 
 def test_a_restricted_context_cannot_write(store, settings):

@@ -364,3 +364,12 @@ def test_vread_of_an_unknown_id_is_404(client):
     response = client.get(f"/fhir/Patient/{uuid.uuid4()}/_history/1", headers=FHIR_JSON)
     assert response.status_code == 404
     assert _codes(response) == ["version-not-found"]
+
+
+def test_an_empty_history_is_a_valid_bundle_without_entries(client):
+    from fhir_server.model.validate import validation_issues
+
+    future = "2999-01-01T00:00:00Z"
+    body = client.get("/fhir/Patient/_history", params={"_since": future}).json()
+    assert "entry" not in body
+    assert validation_issues(body) == []
