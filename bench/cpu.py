@@ -83,6 +83,13 @@ def _workers(tree: dict[int, float], root: int) -> dict[int, float]:
     return spawned or {pid: seconds for pid, seconds in tree.items() if pid == root}
 
 
+def worker_pids(server_pid: int) -> tuple[int, ...]:
+    """The pids of uvicorn's workers (the server itself when it runs one), sorted; empty off Linux."""
+    if not (_PROC / "stat").exists():
+        return ()
+    return tuple(sorted(_workers(_tree(_processes(), server_pid), server_pid)))
+
+
 def _machine_busy() -> float:
     fields = [int(value) for value in (_PROC / "stat").read_text().split("\n", 1)[0].split()[1:9]]
     return (sum(fields) - fields[3] - fields[4]) / _TICKS  # all but idle and iowait

@@ -84,12 +84,16 @@ def table(runs: list[BackendRun], table_rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def spread_note(phase: Phase) -> str:
+    return f"; connections per worker {'/'.join(map(str, phase.spread))}" if phase.spread else ""
+
+
 def cpu_lines(runs: list[BackendRun]) -> list[str]:
     lines = [f"CPU during each measured phase (cores; this machine has {os.cpu_count()}):"]
     for run in runs:
         for phase in run.phases.values():
             if phase.cpu is not None:
-                lines.append(f"  {run.backend:<10} {phase.name:<34} {phase.cpu.describe()}")
+                lines.append(f"  {run.backend:<10} {phase.name:<26} {phase.cpu.describe()}{spread_note(phase)}")
     return lines
 
 
@@ -103,6 +107,11 @@ def problem_lines(runs: list[BackendRun]) -> list[str]:
                 lines.append(
                     f"!!! {run.backend} {phase.name}: other processes used {phase.cpu.other:.2f} cores meanwhile;"
                     " the figure is disturbed"
+                )
+            if phase.spread and max(phase.spread) - min(phase.spread) > 1:
+                lines.append(
+                    f"!!! {run.backend} {phase.name}: connections unevenly spread over the workers"
+                    f" ({'/'.join(map(str, phase.spread))}); the figure understates the server"
                 )
             if phase.errors:
                 lines.append(

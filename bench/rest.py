@@ -13,12 +13,13 @@ import argparse
 import asyncio
 import contextlib
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from bench import report
+from bench.cpu import worker_pids
 from bench.httpclient import Response
 from bench.server import (
     DEFAULT_POSTGRES_ADMIN_URL,
@@ -32,6 +33,7 @@ from bench.workloads import (
     SYNTHEA_DIR,
     PatientRequests,
     Phase,
+    Target,
     created_id,
     ingest,
     measure,
@@ -42,7 +44,7 @@ from bench.workloads import (
 MAX_READ_IDS = 20_000
 
 
-def _runner() -> Callable[[Awaitable[Any]], Any]:
+def _runner() -> Callable[[Coroutine[Any, Any, None]], None]:
     """uvloop when installed (it comes with uvicorn[standard]): the load generator costs less CPU."""
     try:
         import uvloop
@@ -63,6 +65,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--bundles", type=int, default=0, help="ingest only the N largest bundles (default all)")
     parser.add_argument("--synthea-dir", type=Path, default=SYNTHEA_DIR)
     parser.add_argument("--log-level", default="WARNING", help="the server's FHIR_LOG_LEVEL (default WARNING)")
+    parser.add_argument(
+        "--no-spread",
+        dest="spread",
+        action="store_false",
+        help="open connections one by one without balancing them over the workers (see bench/spread.py)",
+    )
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_ADMIN_URL, help="admin URL to create databases")
     return parser.parse_args(argv)
 
@@ -75,7 +83,7 @@ def show(backend: str, phase: Phase) -> None:
     )
     print(line + (f"\n    !!! first error: {phase.first_error}" if phase.errors else ""), flush=True)
     if phase.cpu is not None:
-        print(f"    cpu: {phase.cpu.describe()}", flush=True)
+        print(f"    cpu: {phase.cpu.describe()}{report.spread_note(phase)}", flush=True)
 
 
 async def run_phases(server: Server, args: argparse.Namespace, run: report.BackendRun) -> None:
@@ -83,7 +91,8 @@ async def run_phases(server: Server, args: argparse.Namespace, run: report.Backe
 
     Warm-up phases are kept too (as `<key>-warmup`): their errors count, only their figures don't.
     """
-    pid, timing = server.process.pid, (args.warmup, args.duration)
+    target = Target(server.port, server.process.pid, worker_pids(server.process.pid), args.spread)
+    timing = (args.warmup, args.duration)
     ids: list[str] = []
 
     def keep_id(response: Response) -> None:
@@ -97,7 +106,7 @@ async def run_phases(server: Server, args: argparse.Namespace, run: report.Backe
 
     async def closed(key: str, clients: int, requests: Callable[[], bytes], expect: int, name: str) -> None:
         on_ok = keep_id if expect == 201 else None
-        warm, phase = await measure(server.port, pid, clients, requests, timing, expect, on_ok, name)
+        warm, phase = await measure(target, clients, requests, timing, expect, on_ok, name)
         record(f"{key}-warmup", warm)
         record(key, phase)
 
@@ -106,8 +115,8 @@ async def run_phases(server: Server, args: argparse.Namespace, run: report.Backe
     await closed("createN", args.clients, patients, 201, f"create, {args.clients} clients")
     bundles = synthea_requests(server.host, args.synthea_dir)[: args.bundles or None]
     warm_bundles = bundles[-args.in_flight :]
-    record("ingest-warmup", await ingest(server.port, pid, warm_bundles, args.in_flight, "ingest warm-up"))
-    record("ingest", await ingest(server.port, pid, bundles, args.in_flight))
+    record("ingest-warmup", await ingest(target, warm_bundles, args.in_flight, "ingest warm-up"))
+    record("ingest", await ingest(target, bundles, args.in_flight))
     if not ids:
         raise RuntimeError("no Patient was created, so there is nothing to read")
     await closed(

@@ -16,11 +16,29 @@ from typing import Any
 
 from bench.cpu import CpuUse, snapshot, usage
 from bench.httpclient import TRANSPORT_ERRORS, Connection, Response, build_request, close_all, open_all
+from bench.spread import open_spread
 
 PATIENT_EXAMPLE = Path("/work/shared/fhir-r4/examples/Patient-example.json")
 SYNTHEA_DIR = Path("/work/shared/synthea")
 JSON_HEADERS = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
 _MARK = "BENCH-ID-000000000000"
+
+
+@dataclass(frozen=True)
+class Target:
+    """The server under test: its port, its supervisor's pid, and its workers' pids."""
+
+    port: int
+    pid: int
+    workers: tuple[int, ...] = ()
+    spread: bool = True  # spread connections evenly over the workers (see spread.py)
+
+    async def connect(self, count: int) -> tuple[list[Connection], tuple[int, ...]]:
+        """`count` connections, and how many each worker got (empty when unknown)."""
+        if not self.spread or len(self.workers) < 2:
+            return await open_all("127.0.0.1", self.port, count), ()
+        connections, spread = await open_spread("127.0.0.1", self.port, count, self.workers)
+        return connections, tuple(spread.values())
 
 
 @dataclass
@@ -35,6 +53,7 @@ class Phase:
     first_error: str | None = None
     units: int = 0  # resources, for ingest
     cpu: CpuUse | None = None
+    spread: tuple[int, ...] = ()  # connections per worker
 
     @property
     def rate(self) -> float:
@@ -137,8 +156,7 @@ async def closed_loop(
 
 
 async def measure(
-    port: int,
-    server_pid: int,
+    target: Target,
     clients: int,
     next_request: Callable[[], bytes],
     timing: tuple[float, float],
@@ -148,12 +166,12 @@ async def measure(
 ) -> tuple[Phase, Phase]:
     """(warm-up, measured) phases on the same `clients` keep-alive connections."""
     warmup, seconds = timing
-    connections = await open_all("127.0.0.1", port, clients)
+    connections, spread = await target.connect(clients)
     try:
         warm = await closed_loop(connections, next_request, warmup, expect, on_ok, f"{name} warm-up")
-        before = snapshot(server_pid)
+        before = snapshot(target.pid)
         measured = await closed_loop(connections, next_request, seconds, expect, on_ok, name)
-        measured.cpu = usage(before, snapshot(server_pid))
+        measured.cpu, measured.spread = usage(before, snapshot(target.pid)), spread
     finally:
         await close_all(connections)
     return warm, measured
@@ -171,7 +189,7 @@ def synthea_requests(host: str, directory: Path = SYNTHEA_DIR, base_path: str = 
     return requests
 
 
-async def ingest(port: int, server_pid: int, bundles: list[tuple[bytes, int]], in_flight: int, name: str = "") -> Phase:
+async def ingest(target: Target, bundles: list[tuple[bytes, int]], in_flight: int, name: str = "") -> Phase:
     """POST every Bundle, `in_flight` at a time; the rate is in resources per second."""
     phase = Phase(name or f"ingest, {in_flight} in flight")
     queue = list(reversed(bundles))
@@ -185,14 +203,14 @@ async def ingest(port: int, server_pid: int, bundles: list[tuple[bytes, int]], i
             if response is not None:
                 _check_transaction(phase, response, expected)
 
-    connections = await open_all("127.0.0.1", port, in_flight)
-    before = snapshot(server_pid)
+    connections, phase.spread = await target.connect(in_flight)
+    before = snapshot(target.pid)
     started = time.perf_counter()
     try:
         await asyncio.gather(*(worker(connection) for connection in connections))
     finally:
         phase.elapsed = time.perf_counter() - started
-        phase.cpu = usage(before, snapshot(server_pid))
+        phase.cpu = usage(before, snapshot(target.pid))
         await close_all(connections)
     phase.count = len(phase.latencies)
     return phase
