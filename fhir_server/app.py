@@ -10,6 +10,7 @@ import fhir_server.ops.validate  # noqa: F401  (registers $validate)
 from fhir_server.api import errors
 from fhir_server.api.middleware import RequestLogMiddleware, configure_logging
 from fhir_server.api.routes import router, started_at
+from fhir_server.model import validate as validation
 from fhir_server.settings import Settings
 from fhir_server.store.engine import make_engine
 from fhir_server.store.repository import Store
@@ -18,6 +19,7 @@ from fhir_server.store.repository import Store
 def create_app(settings: Settings | None = None, store: Store | None = None) -> FastAPI:
     settings = settings or Settings()
     configure_logging(settings.log_level)
+    validation.warm_up()
     app = FastAPI(title="FHIR R4 server", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.settings = settings
     app.state.store = store or Store(make_engine(settings.database_url, settings.db_pool_size))

@@ -45,6 +45,12 @@ def _model_for(resource_type: str) -> Any:
     return model if r4_elements <= aliases else None
 
 
+def warm_up() -> None:
+    """Load every model class now rather than on the first request that needs it."""
+    for resource_type in schema_definitions()["ResourceList"]["oneOf"]:
+        _model_for(resource_type["$ref"].rsplit("/", 1)[1])
+
+
 def _expression(resource_type: str, location: tuple[Any, ...]) -> str:
     path = resource_type
     for step in location:

@@ -14,6 +14,7 @@ from fhir_server.errors import Invalid, Issue, invalid
 from fhir_server.model.definitions import elements
 from fhir_server.model.schema import resource_types, validate_against_schema
 from fhir_server.model.structure import validate_structure
+from fhir_server.model.structure import warm_up as warm_structure
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 _RELATIVE_REFERENCE = re.compile(
@@ -21,6 +22,13 @@ _RELATIVE_REFERENCE = re.compile(
 )
 _ABSOLUTE_REFERENCE = re.compile(r"^(https?://\S+|urn:uuid:[0-9a-fA-F\-]{36}|urn:oid:[0-2](\.(0|[1-9][0-9]*))+)$")
 _CONDITIONAL_REFERENCE = re.compile(r"^(?P<type>[A-Z][A-Za-z]+)\?\S+$")
+
+
+def warm_up() -> None:
+    """Compile the schema checks and load the models before serving (see schema._compiler)."""
+    validate_against_schema({"resourceType": "Patient"}, "Patient")
+    warm_structure()
+    elements("Patient")
 
 
 def require_resource(body: Any, expected_type: str | None = None) -> dict[str, Any]:

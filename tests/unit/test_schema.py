@@ -88,3 +88,35 @@ def test_nested_contained_resources_are_validated_by_their_own_type():
     patient = {"resourceType": "Patient", "contained": [{"resourceType": "Organization", "active": "yes"}]}
     issues = validate_against_schema(patient, "Patient")
     assert [(i.error_code, i.expression) for i in issues] == [("schema-type", "Patient.contained[0].active")]
+
+
+def test_first_use_from_many_threads_at_once_is_safe():
+    """The checks are compiled before any thread can use them (a lazy compile once recursed forever)."""
+    import sys
+    import threading
+
+    from fhir_server.model import schema
+
+    bundle = json.loads(
+        sorted((EXAMPLES.parent.parent / "synthea").glob("*.json"))[0].read_bytes(), parse_float=Decimal
+    )
+    schema._compiler.cache_clear()
+    failures: list[BaseException] = []
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+
+        def validate() -> None:
+            try:
+                assert validate_against_schema(bundle, "Bundle") == []
+            except BaseException as exc:  # noqa: BLE001 - collected for the assertion below
+                failures.append(exc)
+
+        threads = [threading.Thread(target=validate) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert failures == []
