@@ -43,13 +43,12 @@ def process_bundle(env: Env, body: Any, return_resources: bool = True) -> Result
         raise TooLarge(
             f"The Bundle has {count} entries; the limit is {env.settings.max_bundle_entries}", "bundle-too-many-entries"
         )
-    # A batch validates each entry's resource on its own (prepare_entry), so that one invalid
-    # resource answers in its own response entry instead of failing the whole batch.
-    checked = bundle if kind == "transaction" else _without_resources(bundle)
-    schema_issues = validate_against_schema(checked, "Bundle")
+    # Each entry's resource is validated on its own (prepare_entry): once, and so that in a batch
+    # one invalid resource answers in its own response entry instead of failing the whole batch.
+    schema_issues = validate_against_schema(_without_resources(bundle), "Bundle")
     if schema_issues:
         raise invalid(schema_issues, "The Bundle is not valid")
-    entries = parse_entries(bundle, kind == "transaction")
+    entries = parse_entries(bundle)
     if kind == "transaction":
         return _transaction(env, entries, return_resources)
     return _batch(env, entries, return_resources)
@@ -67,9 +66,7 @@ def _without_resources(bundle: dict[str, Any]) -> dict[str, Any]:
 
 
 def _transaction(env: Env, entries: list[Entry], return_resources: bool) -> Result:
-    for entry in entries:
-        with _naming(entry):
-            prepare_entry(entry, transaction=True)
+    _prepare_all(entries)
     results: dict[int, Result] = {}
     with env.store.unit_of_work(env.visibility) as uow:
         identities = assign_identities(uow, entries)
@@ -81,6 +78,20 @@ def _transaction(env: Env, entries: list[Entry], return_resources: bool) -> Resu
                 results[entry.index] = run_entry(uow, entry)
     responses = [response_entry(results[entry.index], return_resources) for entry in entries]
     return Result(200, body=_response_bundle("transaction-response", responses))
+
+
+def _prepare_all(entries: list[Entry]) -> None:
+    """Validates every entry before any database work, and reports every invalid entry at once."""
+    problems: list[FhirError] = []
+    for entry in entries:
+        try:
+            prepare_entry(entry, transaction=True)
+        except FhirError as error:
+            problems.append(relocate(error, entry.index))
+    if problems:
+        first = problems[0]
+        message = first.message if len(problems) == 1 else f"{len(problems)} entries of the transaction are invalid"
+        raise type(first)(message, first.error_code, [issue for problem in problems for issue in problem.issues])
 
 
 def _batch(env: Env, entries: list[Entry], return_resources: bool) -> Result:

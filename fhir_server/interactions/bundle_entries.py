@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import base64
-import copy
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -42,22 +41,17 @@ class Entry:
     patch_document: Any = None
     patch_kind: str = JSON_PATCH
     assigned_id: str | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
+    error: FhirError | None = None  # why a malformed entry could not be parsed
 
 
-def parse_entries(bundle: dict[str, Any], transaction: bool) -> list[Entry]:
+def parse_entries(bundle: dict[str, Any]) -> list[Entry]:
+    """One Entry per request; a malformed one keeps its error, raised when the entry is prepared."""
     entries: list[Entry] = []
-    problems: list[Issue] = []
     for index, raw in enumerate(bundle.get("entry") or []):
         try:
             entries.append(_parse_entry(index, raw))
         except FhirError as error:
-            if not transaction:
-                entries.append(Entry(index, "INVALID", "", "", extras={"error": error}))
-            else:
-                problems.extend(relocate(error, index).issues)
-    if problems:
-        raise Invalid("The transaction has malformed entries", "bundle-entry-invalid", issues=problems)
+            entries.append(Entry(index, "INVALID", "", "", error=error))
     return entries
 
 
@@ -123,15 +117,15 @@ def _if_match(value: str | None) -> int | None:
 
 
 def prepare_entry(entry: Entry, transaction: bool) -> None:
-    """Validation that needs no database; the entry's resource is replaced by a checked copy."""
-    if entry.method == "INVALID":
-        raise entry.extras["error"]
+    """Validation that needs no database. The parsed body is ours, so resources are not copied."""
+    if entry.error is not None:
+        raise entry.error
     if entry.method in ("POST", "PUT") and entry.resource is None:
         raise Invalid(f"{entry.method} entries need a resource", "bundle-resource-missing")
     if entry.method == "POST":
-        entry.resource = prepare_create(entry.resource_type, copy.deepcopy(entry.resource), transaction)
+        entry.resource = prepare_create(entry.resource_type, entry.resource, transaction)
     elif entry.method == "PUT":
-        entry.resource = prepare_update(entry.resource_type, copy.deepcopy(entry.resource), None, transaction)
+        entry.resource = prepare_update(entry.resource_type, entry.resource, None, transaction)
         if entry.resource_id is not None:
             check_body_id(entry.resource, entry.resource_id)
     elif entry.method == "PATCH":

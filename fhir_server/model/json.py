@@ -11,14 +11,16 @@ from __future__ import annotations
 import json
 import re
 from decimal import Decimal
+from itertools import accumulate
 from typing import Any
 
 import orjson
 
 from fhir_server.errors import Invalid, Issue
 
-_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
-_BRACKET = re.compile(rb"[\[\]{}]")
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_STEP = {ord("{"): 1, ord("["): 1, ord("}"): -1, ord("]"): -1}
+_NOT_BRACKETS = bytes(code for code in range(256) if code not in _STEP)
 
 
 def _decimal_fragment(value: Any) -> Any:
@@ -27,22 +29,19 @@ def _decimal_fragment(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def nesting_depth(body: bytes) -> int:
-    """Deepest bracket nesting outside string literals."""
-    depth = deepest = 0
-    for match in _BRACKET.finditer(_STRING.sub(b'""', body)):
-        if match.group() in (b"[", b"{"):
-            depth += 1
-            deepest = max(deepest, depth)
-        else:
-            depth -= 1
-    return deepest
+def nesting_depth(body: bytes, limit: int) -> int:
+    """Deepest bracket nesting outside string literals, exact whenever it could exceed `limit`."""
+    openings = body.count(b"{") + body.count(b"[")
+    if openings <= limit:
+        return openings  # an upper bound, and already within the limit: no need to scan
+    brackets = _STRING.sub(b'""', body).translate(None, _NOT_BRACKETS)
+    return max(accumulate(map(_STEP.__getitem__, brackets)), default=0)
 
 
 def parse(body: bytes | str, max_depth: int = 64) -> Any:
     """Parse JSON text; errors name the line and column."""
     raw = body.encode() if isinstance(body, str) else body
-    if nesting_depth(raw) > max_depth:
+    if nesting_depth(raw, max_depth) > max_depth:
         raise Invalid(
             f"JSON is nested deeper than the limit of {max_depth} levels",
             "json-too-deep",
