@@ -18,6 +18,9 @@ class Settings(BaseSettings):
     default_page_size: int = 50
     max_page_size: int = 1_000
     db_pool_size: int = 20
+    # Threads per process running database work. Few threads mean less GIL contention (reads
+    # measured 25% cheaper with 2 than with anyio's default 40); several let commits group.
+    worker_threads: int = 6
     log_level: str = "INFO"
     # Unauthenticated access is only ever allowed from loopback until SMART is configured.
     allow_unauthenticated_loopback: bool = True

@@ -54,13 +54,18 @@ class HistoryQuery:
 class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.postgres = is_postgres(engine)
 
     @contextmanager
     def unit_of_work(self, visibility: Visibility, read_only: bool = False) -> Iterator[UnitOfWork]:
         with self.engine.connect() as connection:
+            if read_only and self.postgres:
+                # Reads need no transaction: autocommit spares the BEGIN and COMMIT round trips.
+                yield UnitOfWork(connection.execution_options(isolation_level="AUTOCOMMIT"), visibility, lock=False)
+                return
             connection.info["read_only"] = read_only
             with connection.begin():
-                yield UnitOfWork(connection, visibility, lock=is_postgres(self.engine) and not read_only)
+                yield UnitOfWork(connection, visibility, lock=self.postgres and not read_only)
 
     def ping(self) -> None:
         with self.engine.connect() as connection:
