@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse, Response
 import fhir_server.ops.validate  # noqa: F401  (registers $validate)
 from fhir_server.api import errors
 from fhir_server.api.middleware import RequestLogMiddleware, configure_logging
-from fhir_server.api.routes import router, started_at
+from fhir_server.api.routes import routes, started_at
 from fhir_server.model import validate as validation
 from fhir_server.settings import Settings
 from fhir_server.store.engine import make_engine
@@ -34,7 +34,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.state.settings = settings
     app.state.store = store or Store(make_engine(settings.database_url, settings.db_pool_size))
     app.state.started_at = started_at()
-    app.include_router(router, prefix=settings.base_path)
+    app.router.routes.extend(routes(settings.base_path))
     errors.install(app)
 
     @app.get("/healthz")

@@ -1,12 +1,18 @@
-"""The FHIR REST routes (R4 http.html). Thin: parse the request, call one interaction, respond."""
+"""The FHIR REST routes (R4 http.html). Thin: parse the request, call one interaction, respond.
+
+Plain Starlette routes inside the FastAPI app: FastAPI's per-request dependency and parameter
+machinery cost more than a whole read, and these endpoints need none of it (bodies are FHIR,
+parsed and validated by the model layer).
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 
 from fhir_server.api.formats import render
 from fhir_server.api.http import not_modified, parse_if_match, prefer_return
@@ -18,27 +24,24 @@ from fhir_server.interactions.context import Result
 from fhir_server.model.schema import resource_types
 from fhir_server.ops.registry import OPERATIONS
 
-router = APIRouter()
 
-
-def _type(resource_type: str) -> str:
+def _type(request: Request) -> str:
+    resource_type: str = request.path_params["resource_type"]
     if resource_type not in resource_types():
         raise NotFound(f"'{resource_type}' is not a resource type this server knows", "resource-type-unknown")
     return resource_type
 
 
-def _query(request: Request) -> str:
-    return request.url.query
+def _params(request: Request) -> list[tuple[str, str]]:
+    return list(request.query_params.multi_items())
 
 
-@router.get("/metadata")
 async def metadata(request: Request) -> Response:
-    published = request.app.state.started_at
-    body = capability_statement(env_of(request).base_url, OPERATIONS.values(), published)
-    return Response(render(body, negotiated(request)), 200, media_type=negotiated(request).content_type)
+    chosen = negotiated(request)
+    body = capability_statement(env_of(request).base_url, OPERATIONS.values(), request.app.state.started_at)
+    return Response(render(body, chosen), 200, media_type=chosen.content_type)
 
 
-@router.post("/")
 async def batch_or_transaction(request: Request) -> Response:
     env = env_of(request)
     body, _ = await read_body(request)
@@ -46,43 +49,43 @@ async def batch_or_transaction(request: Request) -> Response:
     return respond(request, await run_in_threadpool(bundle.process_bundle, env, body, not minimal))
 
 
-@router.get("/_history")
 async def system_history(request: Request) -> Response:
     env = env_of(request)
-    return respond(request, await run_in_threadpool(history.history, env, list(request.query_params.multi_items())))
+    return respond(request, await run_in_threadpool(history.history, env, _params(request)))
 
 
-@router.get("/{resource_type}/_history")
-async def type_history(request: Request, resource_type: str) -> Response:
+async def type_history(request: Request) -> Response:
     env = env_of(request)
-    params = list(request.query_params.multi_items())
-    return respond(request, await run_in_threadpool(history.history, env, params, _type(resource_type)))
+    return respond(request, await run_in_threadpool(history.history, env, _params(request), _type(request)))
 
 
-@router.get("/{resource_type}/{resource_id}/_history")
-async def instance_history(request: Request, resource_type: str, resource_id: str) -> Response:
+async def instance_history(request: Request) -> Response:
     env = env_of(request)
-    params = list(request.query_params.multi_items())
-    result = await run_in_threadpool(history.history, env, params, _type(resource_type), resource_id)
+    resource_id = request.path_params["resource_id"]
+    result = await run_in_threadpool(history.history, env, _params(request), _type(request), resource_id)
     return respond(request, result)
 
 
-@router.get("/{resource_type}/{resource_id}/_history/{version}")
-async def vread(request: Request, resource_type: str, resource_id: str, version: str) -> Response:
+async def vread(request: Request) -> Response:
     env = env_of(request)
-    return respond(request, await run_in_threadpool(read.vread, env, _type(resource_type), resource_id, version))
+    path = request.path_params
+    result = await run_in_threadpool(read.vread, env, _type(request), path["resource_id"], path["version"])
+    return respond(request, result)
 
 
-@router.api_route("/{resource_type}/{resource_id}/{operation}", methods=["GET", "POST"])
-async def instance_operation(request: Request, resource_type: str, resource_id: str, operation: str) -> Response:
-    return await _operation(request, operation, _type(resource_type), resource_id, "instance")
+async def instance_operation(request: Request) -> Response:
+    path = request.path_params
+    return await _operation(request, path["operation"], _type(request), path["resource_id"], "instance")
 
 
-@router.api_route("/{resource_type}/{operation}", methods=["GET", "POST"], include_in_schema=False)
-async def type_operation_or_read(request: Request, resource_type: str, operation: str) -> Response:
-    if not operation.startswith("$"):
-        return await read_resource(request, resource_type, operation)
-    return await _operation(request, operation, _type(resource_type), None, "type")
+async def type_operation_or_read(request: Request) -> Response:
+    """`[type]/$op` and `[type]/[id]` share one path shape; a `$` tells them apart."""
+    second = request.path_params["operation"]
+    if second.startswith("$"):
+        return await _operation(request, second, _type(request), None, "type")
+    if request.method != "GET":
+        raise NotFound(f"Operation '{second}' is not known", "operation-unknown")
+    return await read_resource(request, second)
 
 
 async def _operation(
@@ -93,15 +96,14 @@ async def _operation(
         raise NotFound(f"Operation '{operation}' is not known at {level} level", "operation-unknown")
     env = env_of(request)
     body = (await read_body(request))[0] if request.method == "POST" else None
-    params = list(request.query_params.multi_items())
-    return respond(request, await run_in_threadpool(op.handler, env, resource_type, resource_id, body, params))
+    return respond(
+        request, await run_in_threadpool(op.handler, env, resource_type, resource_id, body, _params(request))
+    )
 
 
-async def read_resource(request: Request, resource_type: str, resource_id: str) -> Response:
-    if request.method != "GET":
-        raise NotFound(f"Operation '{resource_id}' is not known", "operation-unknown")
+async def read_resource(request: Request, resource_id: str) -> Response:
     env = env_of(request)
-    result: Result = await run_in_threadpool(read.read, env, _type(resource_type), resource_id)
+    result: Result = await run_in_threadpool(read.read, env, _type(request), resource_id)
     assert result.version is not None
     headers = request.headers
     if not_modified(result.version, headers.get("if-none-match"), headers.get("if-modified-since")):
@@ -109,61 +111,41 @@ async def read_resource(request: Request, resource_type: str, resource_id: str) 
     return respond(request, result)
 
 
-@router.post("/{resource_type}")
-async def create_resource(request: Request, resource_type: str) -> Response:
+async def type_level(request: Request) -> Response:
+    """POST creates, PUT and DELETE act on search criteria; GET is search (not here yet)."""
+    resource_type = _type(request)
+    if request.method == "GET":
+        raise NotSupported("Search is not available on this server yet", "search-unsupported")
     env = env_of(request)
+    if request.method == "DELETE":
+        if not request.url.query:
+            raise Invalid("DELETE on a type needs search criteria", "criteria-missing")
+        result = await run_in_threadpool(delete.conditional_delete, env, resource_type, request.url.query)
+        return _deleted(request, result)
     body, _ = await read_body(request)
-    if_none_exist = request.headers.get("if-none-exist")
-    return respond(request, await run_in_threadpool(create.create, env, _type(resource_type), body, if_none_exist))
-
-
-@router.put("/{resource_type}/{resource_id}")
-async def update_resource(request: Request, resource_type: str, resource_id: str) -> Response:
-    env = env_of(request)
-    body, _ = await read_body(request)
+    if request.method == "POST":
+        if_none_exist = request.headers.get("if-none-exist")
+        return respond(request, await run_in_threadpool(create.create, env, resource_type, body, if_none_exist))
     if_match = parse_if_match(request.headers.get("if-match"))
-    result = await run_in_threadpool(update.update, env, _type(resource_type), resource_id, body, if_match)
+    result = await run_in_threadpool(update.conditional_update, env, resource_type, request.url.query, body, if_match)
     return respond(request, result)
 
 
-@router.put("/{resource_type}")
-async def conditional_update(request: Request, resource_type: str) -> Response:
+async def instance_level(request: Request) -> Response:
+    """PUT updates, PATCH patches and DELETE deletes one resource (GET is routed to read)."""
+    resource_type = _type(request)
+    resource_id = request.path_params["resource_id"]
     env = env_of(request)
+    if_match = parse_if_match(request.headers.get("if-match"))
+    if request.method == "DELETE":
+        return _deleted(request, await run_in_threadpool(delete.delete, env, resource_type, resource_id, if_match))
+    if request.method == "PATCH":
+        document, kind = await read_body(request, allow_json_patch=True)
+        patch_kind = patch.JSON_PATCH if kind == "json-patch" else patch.FHIRPATH_PATCH
+        result = await run_in_threadpool(patch.patch, env, resource_type, resource_id, document, patch_kind, if_match)
+        return respond(request, result)
     body, _ = await read_body(request)
-    if_match = parse_if_match(request.headers.get("if-match"))
-    result = await run_in_threadpool(
-        update.conditional_update, env, _type(resource_type), _query(request), body, if_match
-    )
-    return respond(request, result)
-
-
-@router.patch("/{resource_type}/{resource_id}")
-async def patch_resource(request: Request, resource_type: str, resource_id: str) -> Response:
-    env = env_of(request)
-    document, kind = await read_body(request, allow_json_patch=True)
-    patch_kind = patch.JSON_PATCH if kind == "json-patch" else patch.FHIRPATH_PATCH
-    if_match = parse_if_match(request.headers.get("if-match"))
-    result = await run_in_threadpool(
-        patch.patch, env, _type(resource_type), resource_id, document, patch_kind, if_match
-    )
-    return respond(request, result)
-
-
-@router.delete("/{resource_type}/{resource_id}")
-async def delete_resource(request: Request, resource_type: str, resource_id: str) -> Response:
-    env = env_of(request)
-    if_match = parse_if_match(request.headers.get("if-match"))
-    result = await run_in_threadpool(delete.delete, env, _type(resource_type), resource_id, if_match)
-    return _deleted(request, result)
-
-
-@router.delete("/{resource_type}")
-async def conditional_delete(request: Request, resource_type: str) -> Response:
-    env = env_of(request)
-    if not _query(request):
-        raise Invalid("DELETE on a type needs search criteria", "criteria-missing")
-    result = await run_in_threadpool(delete.conditional_delete, env, _type(resource_type), _query(request))
-    return _deleted(request, result)
+    return respond(request, await run_in_threadpool(update.update, env, resource_type, resource_id, body, if_match))
 
 
 def _deleted(request: Request, result: Result) -> Response:
@@ -173,10 +155,22 @@ def _deleted(request: Request, result: Result) -> Response:
     return Response(b"", 204, result.headers)
 
 
-@router.get("/{resource_type}")
-async def search_type(request: Request, resource_type: str) -> Response:
-    _type(resource_type)
-    raise NotSupported("Search is not available on this server yet", "search-unsupported")
+def routes(base: str) -> list[Route]:
+    """Most specific first: `_history` and `metadata` before the generic type/id shapes."""
+    type_path, instance_path = f"{base}/{{resource_type}}", f"{base}/{{resource_type}}/{{resource_id}}"
+    return [
+        Route(f"{base}/metadata", metadata, methods=["GET"]),
+        Route(f"{base}/", batch_or_transaction, methods=["POST"]),
+        Route(base, batch_or_transaction, methods=["POST"]),
+        Route(f"{base}/_history", system_history, methods=["GET"]),
+        Route(f"{type_path}/_history", type_history, methods=["GET"]),
+        Route(f"{instance_path}/_history", instance_history, methods=["GET"]),
+        Route(f"{instance_path}/_history/{{version}}", vread, methods=["GET"]),
+        Route(f"{instance_path}/{{operation}}", instance_operation, methods=["GET", "POST"]),
+        Route(f"{type_path}/{{operation}}", type_operation_or_read, methods=["GET", "POST"]),
+        Route(instance_path, instance_level, methods=["PUT", "PATCH", "DELETE"]),
+        Route(type_path, type_level, methods=["GET", "POST", "PUT", "DELETE"]),
+    ]
 
 
 def started_at() -> str:

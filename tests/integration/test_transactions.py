@@ -437,3 +437,16 @@ def test_empty_bundle_answers_a_valid_empty_response(client, kind):
     response = _submit(client, {"resourceType": "Bundle", "type": kind})
     assert _ok(response, kind, 0) == []
     assert "entry" not in response.json()
+
+
+def test_the_base_url_without_a_trailing_slash_takes_bundles(client):
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [{"resource": {"resourceType": "Patient"}, "request": {"method": "POST", "url": "Patient"}}],
+    }
+    response = client.post(
+        "/fhir", json=bundle, headers={"Content-Type": "application/fhir+json"}, follow_redirects=False
+    )
+    assert response.status_code == 200
+    assert response.json()["entry"][0]["response"]["status"] == "201 Created"
