@@ -65,7 +65,9 @@ class Store:
                 return
             connection.info["read_only"] = read_only
             with connection.begin():
-                yield UnitOfWork(connection, visibility, lock=self.postgres and not read_only)
+                uow = UnitOfWork(connection, visibility, lock=self.postgres and not read_only)
+                yield uow
+                uow.flush()
 
     def ping(self) -> None:
         with self.engine.connect() as connection:
@@ -103,6 +105,25 @@ class UnitOfWork:
         self.connection = connection
         self.visibility = visibility
         self.lock = lock
+        # Inserts of new resources wait here and go out as one executemany per table (psycopg
+        # pipelines those): a transaction Bundle of 200 creates costs 3 statements, not 600.
+        self._pending: dict[Any, list[dict[str, Any]]] = {}
+
+    def _queue(self, statement: Any, rows: list[dict[str, Any]]) -> None:
+        self._pending.setdefault(statement, []).extend(rows)
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, {}
+        try:
+            for statement, rows in pending.items():
+                self.connection.execute(statement, rows)
+        except IntegrityError:
+            raise Conflict("A resource was written concurrently", "write-conflict") from None
+
+    def _run(self, statement: Any, parameters: Any = None) -> Any:
+        if self._pending:
+            self.flush()
+        return self.connection.execute(statement, parameters)
 
     def _narrow(self, statement: Any) -> Any:
         """The caller's visibility as a predicate (access.py): unrestricted, or nothing yet."""
@@ -112,28 +133,25 @@ class UnitOfWork:
         query = self._narrow(_SELECT_CURRENT)
         if for_update and self.lock:
             query = query.with_for_update()
-        row = self.connection.execute(query, {"key_type": resource_type, "key_id": resource_id}).first()
+        row = self._run(query, {"key_type": resource_type, "key_id": resource_id}).first()
         return _version(row) if row else None
 
     def version(self, resource_type: str, resource_id: str, version_id: int) -> StoredVersion | None:
         key = {"key_type": resource_type, "key_id": resource_id, "key_version": version_id}
-        row = self.connection.execute(self._narrow(_SELECT_VERSION), key).first()
+        row = self._run(self._narrow(_SELECT_VERSION), key).first()
         return _version(row) if row else None
 
     def create(self, stored: StoredVersion) -> None:
         if not self.visibility.unrestricted:
             raise Forbidden("This caller may not create resources", "write-forbidden")
-        try:
-            self.connection.execute(_INSERT_CURRENT, _columns(stored))
-        except IntegrityError:
-            raise Conflict(f"{stored.resource_type}/{stored.id} already exists", "duplicate-id") from None
-        self._add_version(stored)
+        self._queue(_INSERT_CURRENT, [_columns(stored)])
+        self._queue(_INSERT_VERSION, [{**_columns(stored), "method": stored.method}])
 
     def replace(self, stored: StoredVersion, expected_version: int) -> bool:
         """Writes a new current version if the current one is still `expected_version`."""
         values = {f"new_{name}": value for name, value in _columns(stored).items()}
         values.update(key_type=stored.resource_type, key_id=stored.id, expected_version=expected_version)
-        result = self.connection.execute(self._narrow(_UPDATE_CURRENT), values)
+        result = self._run(self._narrow(_UPDATE_CURRENT), values)
         if result.rowcount != 1:
             return False
         self._add_version(stored)
@@ -141,7 +159,7 @@ class UnitOfWork:
 
     def _add_version(self, stored: StoredVersion) -> None:
         try:
-            self.connection.execute(_INSERT_VERSION, {**_columns(stored), "method": stored.method})
+            self._run(_INSERT_VERSION, {**_columns(stored), "method": stored.method})
         except IntegrityError:
             raise Conflict(f"{stored.resource_type}/{stored.id} was changed concurrently", "version-conflict") from None
 
@@ -151,14 +169,14 @@ class UnitOfWork:
         """Index rows of a resource; `fresh` (a new resource) skips removing rows it cannot have."""
         if not fresh:
             for statement in _DELETE_INDEX.values():
-                self.connection.execute(statement, {"key_type": resource_type, "key_id": resource_id})
+                self._run(statement, {"key_type": resource_type, "key_id": resource_id})
         by_kind: dict[str, list[dict[str, Any]]] = {}
         for row in rows:
             by_kind.setdefault(row.kind, []).append(
                 {"resource_type": resource_type, "resource_id": resource_id, "param": row.param, **row.values}
             )
         for kind, values in by_kind.items():
-            self.connection.execute(_INSERT_INDEX[kind], values)
+            self._queue(_INSERT_INDEX[kind], values)
 
     def match(self, resource_type: str, clauses: Sequence[Clause], limit: int) -> list[StoredVersion]:
         """Current, not deleted resources of a type matching every clause."""
@@ -172,7 +190,7 @@ class UnitOfWork:
             .order_by(resource.c.last_updated.desc(), resource.c.id)
             .limit(limit)
         )
-        return [_version(row) for row in self.connection.execute(query)]
+        return [_version(row) for row in self._run(query)]
 
     def history(self, query: HistoryQuery) -> list[StoredVersion]:
         table = resource_version
@@ -199,7 +217,7 @@ class UnitOfWork:
             )
             .limit(query.limit)
         )
-        return [_version(row) for row in self.connection.execute(statement)]
+        return [_version(row) for row in self._run(statement)]
 
 
 def _current_during(period: tuple[datetime, datetime]) -> list[ColumnElement[bool]]:
