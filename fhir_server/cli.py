@@ -40,6 +40,10 @@ def serve(args: argparse.Namespace) -> int:
         )
         return 2
     upgrade(make_engine(settings.database_url))
+    print(
+        f"FHIR R4 API at http://{args.host}:{args.port}{settings.base_path} (database {settings.database_url})",
+        flush=True,
+    )
     uvicorn.run(
         "fhir_server.app:create_app",
         factory=True,
