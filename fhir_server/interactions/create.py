@@ -8,7 +8,7 @@ from fhir_server.errors import PreconditionFailed
 from fhir_server.interactions.context import Env, Result
 from fhir_server.interactions.writing import write_new
 from fhir_server.model.validate import require_resource, validate_resource
-from fhir_server.search.conditional import parse_criteria
+from fhir_server.search.conditional import criteria_key, parse_criteria
 from fhir_server.store.repository import UnitOfWork
 
 
@@ -29,7 +29,10 @@ def create_in(
     uow: UnitOfWork, resource: dict[str, Any], if_none_exist: str | None = None, resource_id: str | None = None
 ) -> Result:
     if if_none_exist:
-        existing = uow.match(resource["resourceType"], parse_criteria(resource["resourceType"], if_none_exist), 2)
+        kind = resource["resourceType"]
+        clauses = parse_criteria(kind, if_none_exist)
+        uow.serialize_on(criteria_key(kind, clauses))
+        existing = uow.match(kind, clauses, 2)
         if len(existing) > 1:
             raise PreconditionFailed("If-None-Exist matches more than one resource", "multiple-matches")
         if existing:

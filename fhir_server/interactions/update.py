@@ -13,7 +13,7 @@ from fhir_server.errors import Invalid, Issue, MethodNotAllowed, PreconditionFai
 from fhir_server.interactions.context import Env, Result
 from fhir_server.interactions.writing import write_new, write_version
 from fhir_server.model.validate import require_resource, validate_resource
-from fhir_server.search.conditional import parse_criteria
+from fhir_server.search.conditional import criteria_key, parse_criteria
 from fhir_server.store.repository import StoredVersion, UnitOfWork
 
 
@@ -72,7 +72,10 @@ def conditional_update(env: Env, resource_type: str, query: str, body: Any, if_m
 
 
 def conditional_update_in(uow: UnitOfWork, resource: dict[str, Any], query: str, if_match: int | None = None) -> Result:
-    matches = uow.match(resource["resourceType"], parse_criteria(resource["resourceType"], query), 2)
+    kind = resource["resourceType"]
+    clauses = parse_criteria(kind, query)
+    uow.serialize_on(criteria_key(kind, clauses))
+    matches = uow.match(kind, clauses, 2)
     if len(matches) > 1:
         raise PreconditionFailed("The conditional update criteria match more than one resource", "multiple-matches")
     if not matches:

@@ -44,6 +44,11 @@ def parse_criteria(resource_type: str, query: str) -> list[Clause]:
     return clauses
 
 
+def criteria_key(resource_type: str, clauses: list[Clause]) -> str:
+    """The same criteria, however ordered or encoded, give the same key (for serialising writes)."""
+    return resource_type + "?" + "&".join(sorted(repr(clause) for clause in clauses))
+
+
 def parse_token(value: str) -> Token:
     if "|" not in value:
         return Token(None, _unescape(value), system_given=False)

@@ -98,6 +98,7 @@ _DELETE_INDEX = {
     for kind, table in INDEX_TABLES.items()
 }
 _INSERT_INDEX = {kind: insert(table) for kind, table in INDEX_TABLES.items()}
+_ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
 
 
 class UnitOfWork:
@@ -124,6 +125,12 @@ class UnitOfWork:
         if self._pending:
             self.flush()
         return self.connection.execute(statement, parameters)
+
+    def serialize_on(self, key: str) -> None:
+        """Holds a transaction-scoped lock on `key` (conditional writes: the check and the write
+        must not interleave with another writer's). SQLite already runs one writer at a time."""
+        if self.lock:
+            self._run(_ADVISORY_LOCK, {"key": key})
 
     def _narrow(self, statement: Any) -> Any:
         """The caller's visibility as a predicate (access.py): unrestricted, or nothing yet."""

@@ -20,8 +20,11 @@ def _race(base: str, patient_id: str, version: int) -> list[int]:
         body = {"resourceType": "Patient", "id": patient_id, "name": [{"family": name}]}
         with httpx.Client(timeout=30) as http:
             barrier.wait()
-            response = http.put(f"{base}/Patient/{patient_id}", json=body,
-                                headers={"If-Match": f'W/"{version}"', "Content-Type": "application/fhir+json"})
+            response = http.put(
+                f"{base}/Patient/{patient_id}",
+                json=body,
+                headers={"If-Match": f'W/"{version}"', "Content-Type": "application/fhir+json"},
+            )
         with lock:
             statuses.append(response.status_code)
 
@@ -35,8 +38,11 @@ def _race(base: str, patient_id: str, version: int) -> list[int]:
 
 def test_concurrent_if_match_updates_let_exactly_one_win(live_server):
     with httpx.Client(timeout=30) as http:
-        created = http.post(f"{live_server}/Patient", json={"resourceType": "Patient"},
-                            headers={"Content-Type": "application/fhir+json"})
+        created = http.post(
+            f"{live_server}/Patient",
+            json={"resourceType": "Patient"},
+            headers={"Content-Type": "application/fhir+json"},
+        )
         assert created.status_code == 201
         patient_id = created.json()["id"]
         for round_number in range(1, ROUNDS + 1):
@@ -53,8 +59,11 @@ def test_concurrent_creates_all_succeed(live_server):
     def creator() -> None:
         with httpx.Client(timeout=30) as http:
             for _ in range(10):
-                response = http.post(f"{live_server}/Patient", json={"resourceType": "Patient", "active": True},
-                                     headers={"Content-Type": "application/fhir+json"})
+                response = http.post(
+                    f"{live_server}/Patient",
+                    json={"resourceType": "Patient", "active": True},
+                    headers={"Content-Type": "application/fhir+json"},
+                )
                 with lock:
                     statuses.append(response.status_code)
 
@@ -64,3 +73,32 @@ def test_concurrent_creates_all_succeed(live_server):
     for thread in threads:
         thread.join()
     assert statuses == [201] * 80
+
+
+def test_concurrent_conditional_creates_make_one_resource(live_server):
+    """If-None-Exist under concurrency: one 201, the others 200 with the same resource."""
+    identifier = f"urn:test:conditional|{threading.get_ident()}-{id(live_server)}-{__import__('uuid').uuid4()}"
+    barrier = threading.Barrier(8)
+    answers: list[tuple[int, str]] = []
+    lock = threading.Lock()
+
+    def creator() -> None:
+        system, value = identifier.split("|")
+        body = {"resourceType": "Patient", "identifier": [{"system": system, "value": value}]}
+        with httpx.Client(timeout=30) as http:
+            barrier.wait()
+            response = http.post(
+                f"{live_server}/Patient",
+                json=body,
+                headers={"Content-Type": "application/fhir+json", "If-None-Exist": f"identifier={identifier}"},
+            )
+        with lock:
+            answers.append((response.status_code, response.json()["id"]))
+
+    threads = [threading.Thread(target=creator) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(status for status, _ in answers) == [200] * 7 + [201]
+    assert len({resource_id for _, resource_id in answers}) == 1
