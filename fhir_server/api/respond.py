@@ -59,7 +59,7 @@ def _too_large(limit: int) -> TooLarge:
     return TooLarge(f"The request body exceeds the limit of {limit} bytes", "body-too-large")
 
 
-def respond(request: Request, result: Result, location: bool = False) -> Response:
+def respond(request: Request, result: Result) -> Response:
     """A resource result, honouring Prefer, _summary and _elements."""
     chosen = negotiated(request)
     headers = dict(result.headers)
@@ -67,7 +67,7 @@ def respond(request: Request, result: Result, location: bool = False) -> Respons
     if stored is None:
         return Response(render(result.body or {}, chosen), result.status, headers, chosen.content_type)
     headers.update(version_headers(stored))
-    if location or result.created:
+    if result.created:
         headers["Location"] = f"{env_base(request)}/{stored.resource_type}/{stored.id}/_history/{stored.version_id}"
     preference = prefer_return(request.headers.get("prefer")) if request.method != "GET" else "representation"
     if preference == "minimal":
