@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -16,6 +17,8 @@ from fhir_server.model.json import parse
 from fhir_server.model.summary import check_summary, shape
 
 LOOPBACK = ("127.", "::1", "localhost")
+# Bodies up to this size parse faster than a hop to the thread pool costs.
+_PARSE_INLINE_BYTES = 64 * 1024
 
 
 def negotiated(request: Request) -> Format:
@@ -52,7 +55,10 @@ async def read_body(request: Request, allow_json_patch: bool = False) -> tuple[A
         if size > settings.max_body_bytes:
             raise _too_large(settings.max_body_bytes)
         chunks.append(chunk)
-    return parse_body(b"".join(chunks), "json" if kind == "json-patch" else kind, settings.max_json_depth), kind
+    body, syntax = b"".join(chunks), "json" if kind == "json-patch" else kind
+    if len(body) > _PARSE_INLINE_BYTES:  # big Bundles would stall every other request on this loop
+        return await run_in_threadpool(parse_body, body, syntax, settings.max_json_depth), kind
+    return parse_body(body, syntax, settings.max_json_depth), kind
 
 
 def _too_large(limit: int) -> TooLarge:
