@@ -18,8 +18,9 @@ from bench.cpu import CpuUse, snapshot, usage
 from bench.httpclient import TRANSPORT_ERRORS, Connection, Response, build_request, close_all, open_all
 from bench.spread import open_spread
 
-PATIENT_EXAMPLE = Path("/work/shared/fhir-r4/examples/Patient-example.json")
-SYNTHEA_DIR = Path("/work/shared/synthea")
+SHARED = Path(__file__).resolve().parents[2] / "shared"  # shared/ lies beside the repository
+PATIENT_EXAMPLE = SHARED / "fhir-r4" / "examples" / "Patient-example.json"
+SYNTHEA_DIR = SHARED / "synthea"
 JSON_HEADERS = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
 _MARK = "BENCH-ID-000000000000"
 

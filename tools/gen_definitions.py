@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_SOURCE = Path("/work/shared/fhir-r4")
+DEFAULT_SOURCE = Path(__file__).resolve().parents[2] / "shared" / "fhir-r4"
 DEFAULT_OUTPUT = ROOT / "fhir_server" / "model" / "data" / "elements.json.gz"
 
 FHIR_TYPE_EXT = "http://hl7.org/fhir/StructureDefinition/structuredefinition-fhir-type"
