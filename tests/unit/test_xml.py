@@ -15,7 +15,8 @@ from fhir_server.errors import Invalid
 from fhir_server.model.definitions import elements
 from fhir_server.model.xml import FHIR_NS, json_to_xml, xml_to_json
 
-EXAMPLES = sorted(Path("/work/shared/fhir-r4/examples").glob("*.json"))
+EXAMPLES_DIR = Path(__file__).resolve().parents[3] / "shared" / "fhir-r4" / "examples"
+EXAMPLES = sorted(EXAMPLES_DIR.glob("*.json"))
 F = "{" + FHIR_NS + "}"
 
 
@@ -91,7 +92,7 @@ def test_most_examples_round_trip_exactly():
 
 @pytest.mark.parametrize("name", ["Patient-example", "Bundle-bundle-transaction", "Questionnaire-3141"])
 def test_pretty_output_round_trips(name: str):
-    resource = load(Path("/work/shared/fhir-r4/examples") / f"{name}.json")
+    resource = load(EXAMPLES_DIR / f"{name}.json")
     body = json_to_xml(resource, pretty=True)
     assert b"\n  <" in body
     assert normalise(xml_to_json(body)) == normalise(resource)
