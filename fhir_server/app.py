@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse, Response
 
 import fhir_server.ops.validate  # noqa: F401  (registers $validate)
 from fhir_server.api import errors
+from fhir_server.api.fastpath import FastReadMiddleware
 from fhir_server.api.middleware import RequestLogMiddleware, configure_logging
 from fhir_server.api.routes import routes, started_at
 from fhir_server.model import validate as validation
@@ -49,5 +50,6 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
             return JSONResponse({"status": "database unreachable"}, status_code=503)
         return JSONResponse({"status": "ready"})
 
-    app.add_middleware(RequestLogMiddleware)
+    app.add_middleware(FastReadMiddleware, base_path=settings.base_path)
+    app.add_middleware(RequestLogMiddleware)  # outermost: request ids and logs cover the fast path
     return app
