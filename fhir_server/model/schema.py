@@ -5,7 +5,8 @@ bindings (its `enum`s). Generic JSON Schema validators are slow on it (about 760
 `jsonschema`) and stop at the first error when compiled, so the few keywords the R4 schema uses
 (`$ref type items properties additionalProperties required enum const pattern oneOf`) are
 compiled here into closures that walk the instance once and report every problem with its
-FHIRPath location. `tests/unit/test_schema.py` checks that the verdicts agree with `jsonschema`.
+FHIRPath location; the same walk checks the syntax of literal references (references.py).
+`tests/unit/test_schema.py` checks that the verdicts agree with `jsonschema`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from importlib import resources
 from typing import Any
 
 from fhir_server.errors import Issue
+from fhir_server.model.references import reference_issue
 
 Check = Callable[[Any, str, list[Issue]], None]
 
@@ -78,11 +80,13 @@ class _Compiler:
         if "items" in node:
             checks.append(_items_check(self.node(node["items"])))
         if "properties" in node:
-            checks.append(self.object_check(node))
+            checks.append(self.object_check(node, name))
         return _all(checks)
 
-    def object_check(self, node: dict[str, Any]) -> Check:
+    def object_check(self, node: dict[str, Any], name: str) -> Check:
         properties = {key: self.node(sub) for key, sub in node["properties"].items()}
+        if name == "Reference":  # literal reference syntax, checked in the same walk
+            properties["reference"] = _all([properties["reference"], _reference_check])
         required = tuple(node.get("required", ()))
 
         def check(value: Any, path: str, errors: list[Issue]) -> None:
@@ -131,6 +135,12 @@ def _all(checks: list[Check]) -> Check:
                 return  # a wrong type makes the remaining checks noise
 
     return check
+
+
+def _reference_check(value: Any, path: str, errors: list[Issue]) -> None:
+    problem = reference_issue(value, path, resource_types())
+    if problem is not None:
+        errors.append(problem)
 
 
 def _type_check(kind: str, name: str) -> Check:

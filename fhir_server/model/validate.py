@@ -1,27 +1,20 @@
 """Validation of a resource on every write (R4 validation.html, http.html#update).
 
 Order: the body must be a resource of the expected type; then the R4 JSON Schema (every problem,
-with locations); then, if the schema passed, the fhir.resources structural rules; then the
-syntax of every reference (references.html#literal). Nothing is stored unless all pass.
+with locations, and the syntax of every reference: references.html#literal); then required
+elements and the fhir.resources structural rules. Nothing is stored unless all pass.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from fhir_server.errors import Invalid, Issue, invalid
 from fhir_server.model.definitions import elements
+from fhir_server.model.references import CONDITIONAL_REFERENCE
 from fhir_server.model.schema import resource_types, validate_against_schema
 from fhir_server.model.structure import validate_structure
 from fhir_server.model.structure import warm_up as warm_structure
-
-ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
-_RELATIVE_REFERENCE = re.compile(
-    r"^(?P<type>[A-Z][A-Za-z]+)/(?P<id>[A-Za-z0-9\-.]{1,64})(/_history/[A-Za-z0-9\-.]{1,64})?$"
-)
-_ABSOLUTE_REFERENCE = re.compile(r"^(https?://\S+|urn:uuid:[0-9a-fA-F\-]{36}|urn:oid:[0-2](\.(0|[1-9][0-9]*))+)$")
-_CONDITIONAL_REFERENCE = re.compile(r"^(?P<type>[A-Z][A-Za-z]+)\?\S+$")
 
 
 def warm_up() -> None:
@@ -59,11 +52,9 @@ def validation_issues(resource: dict[str, Any], allow_conditional_references: bo
     below a location already reported is the same problem seen again, and is left out.
     """
     issues = validate_against_schema(resource, resource["resourceType"])
-    later = [
-        *_missing_mandatory(resource),
-        *validate_structure(resource),
-        *_reference_issues(resource, resource["resourceType"], allow_conditional_references),
-    ]
+    if allow_conditional_references:  # resolved by the transaction before anything is stored
+        issues = [issue for issue in issues if issue.error_code != CONDITIONAL_REFERENCE]
+    later = [*_missing_mandatory(resource), *validate_structure(resource)]
     for issue in later:
         if not any(_related(issue.expression, earlier.expression) for earlier in issues):
             issues.append(issue)
@@ -103,37 +94,3 @@ def validate_resource(resource: dict[str, Any], allow_conditional_references: bo
     issues = validation_issues(resource, allow_conditional_references)
     if issues:
         raise invalid(issues, f"The {resource['resourceType']} is not valid")
-
-
-def _reference_issues(node: Any, path: str, allow_conditional: bool) -> list[Issue]:
-    issues: list[Issue] = []
-    if isinstance(node, dict):
-        for key, value in node.items():
-            child = f"{path}.{key}"
-            if key == "reference" and isinstance(value, str):
-                problem = reference_problem(value, allow_conditional)
-                if problem:
-                    issues.append(Issue(problem, "reference-syntax", "value", child))
-            elif isinstance(value, (dict, list)):
-                issues.extend(_reference_issues(value, child, allow_conditional))
-    elif isinstance(node, list):
-        for index, value in enumerate(node):
-            issues.extend(_reference_issues(value, f"{path}[{index}]", allow_conditional))
-    return issues
-
-
-def reference_problem(reference: str, allow_conditional: bool = False) -> str | None:
-    """Why a literal reference is malformed, or None when it is fine."""
-    if reference.startswith("#") or _ABSOLUTE_REFERENCE.match(reference):
-        return None
-    relative = _RELATIVE_REFERENCE.match(reference)
-    if relative:
-        if relative["type"] not in resource_types():
-            return f"Reference '{reference}' names an unknown resource type"
-        return None
-    conditional = _CONDITIONAL_REFERENCE.match(reference)
-    if conditional and allow_conditional and conditional["type"] in resource_types():
-        return None
-    if conditional:
-        return f"Conditional reference '{reference}' is only allowed inside a transaction"
-    return f"'{reference}' is not a valid reference (Type/id, an absolute URL, urn:uuid: or #id)"

@@ -106,7 +106,7 @@ INVALID_RESOURCES = [
     (
         "conditional-reference-outside-transaction",
         _observation(subject={"reference": "Patient?identifier=urn:sys|1"}),
-        [("reference-syntax", "Observation.subject.reference")],
+        [("reference-conditional", "Observation.subject.reference")],
     ),
     (
         "two-bad-references",
