@@ -68,26 +68,52 @@ def _index_table(name: str, *value_columns: Column) -> Table:
     )
 
 
-token_index = _index_table("idx_token", Column("system", Text, nullable=True), Column("code", Text, nullable=True))
+# What each column holds is written down in search/clauses.py (IndexRow).
+token_index = _index_table(
+    "idx_token",
+    Column("system", Text, nullable=True),
+    Column("code", Text, nullable=True),
+    Column("text", Text, nullable=True),
+)
 Index("ix_idx_token_value", token_index.c.resource_type, token_index.c.param, token_index.c.code)
 
-string_index = _index_table("idx_string", Column("value", Text, nullable=False))
+string_index = _index_table("idx_string", Column("value", Text, nullable=False), Column("exact", Text, nullable=True))
+Index("ix_idx_string_value", string_index.c.resource_type, string_index.c.param, string_index.c.value)
+
 date_index = _index_table("idx_date", Column("low", DateTime, nullable=True), Column("high", DateTime, nullable=True))
+Index("ix_idx_date_value", date_index.c.resource_type, date_index.c.param, date_index.c.low, date_index.c.high)
+
 number_index = _index_table("idx_number", Column("low", Numeric, nullable=True), Column("high", Numeric, nullable=True))
+Index("ix_idx_number_value", number_index.c.resource_type, number_index.c.param, number_index.c.low)
+
 quantity_index = _index_table(
     "idx_quantity",
     Column("system", Text, nullable=True),
     Column("code", Text, nullable=True),
     Column("low", Float, nullable=True),
     Column("high", Float, nullable=True),
+    Column("canonical_code", Text, nullable=True),
+    Column("canonical_low", Float, nullable=True),
+    Column("canonical_high", Float, nullable=True),
 )
+Index("ix_idx_quantity_value", quantity_index.c.resource_type, quantity_index.c.param, quantity_index.c.low)
+
 reference_index = _index_table(
     "idx_reference",
     Column("target_type", RESOURCE_TYPE, nullable=True),
     Column("target_id", RESOURCE_ID, nullable=True),
     Column("url", Text, nullable=True),
 )
+Index(
+    "ix_idx_reference_target",
+    reference_index.c.target_type,
+    reference_index.c.target_id,
+    reference_index.c.param,
+    reference_index.c.resource_type,
+)
+
 uri_index = _index_table("idx_uri", Column("value", Text, nullable=False))
+Index("ix_idx_uri_value", uri_index.c.resource_type, uri_index.c.param, uri_index.c.value)
 
 INDEX_TABLES = {
     "token": token_index,
