@@ -58,3 +58,13 @@ def prefer_return(prefer: str | None) -> str:
             if name == "return" and value.strip('"') in PREFER_RETURN:
                 return value.strip('"')
     return "representation"
+
+
+def prefer_strict(prefer: str | None) -> bool:
+    """`Prefer: handling=lenient` relaxes search; strict is our default (search.html#errors)."""
+    for part in (prefer or "").split(","):
+        for token in part.split(";"):
+            name, _, value = token.strip().partition("=")
+            if name == "handling" and value.strip('"') == "lenient":
+                return False
+    return True

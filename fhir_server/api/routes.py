@@ -15,10 +15,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from fhir_server.api.formats import render
-from fhir_server.api.http import not_modified, parse_if_match, prefer_return
+from fhir_server.api.http import not_modified, parse_if_match, prefer_return, prefer_strict
 from fhir_server.api.respond import env_of, negotiated, not_modified_response, read_body, respond
-from fhir_server.errors import Invalid, NotFound, NotSupported
-from fhir_server.interactions import bundle, create, delete, history, patch, read, update
+from fhir_server.errors import Invalid, NotFound, UnsupportedMediaType
+from fhir_server.interactions import bundle, create, delete, history, patch, read, search, update
 from fhir_server.interactions.capabilities import capability_statement
 from fhir_server.interactions.context import Result
 from fhir_server.model.schema import resource_types
@@ -74,13 +74,19 @@ async def vread(request: Request) -> Response:
 
 
 async def instance_operation(request: Request) -> Response:
+    """`[type]/[id]/$op`, or a compartment search `Patient/[id]/[type]`."""
     path = request.path_params
+    if not path["operation"].startswith("$") and request.method == "GET":
+        compartment = (_type(request), path["resource_id"])
+        return await _search(request, _known_type(path["operation"]), compartment=compartment)
     return await _operation(request, path["operation"], _type(request), path["resource_id"], "instance")
 
 
 async def type_operation_or_read(request: Request) -> Response:
-    """`[type]/$op` and `[type]/[id]` share one path shape; a `$` tells them apart."""
+    """`[type]/$op`, `[type]/_search` and `[type]/[id]` share one path shape."""
     second = request.path_params["operation"]
+    if second == "_search" and request.method == "POST":
+        return await _search(request, _type(request))
     if second.startswith("$"):
         return await _operation(request, second, _type(request), None, "type")
     if request.method != "GET":
@@ -115,7 +121,7 @@ async def type_level(request: Request) -> Response:
     """POST creates, PUT and DELETE act on search criteria; GET is search (not here yet)."""
     resource_type = _type(request)
     if request.method == "GET":
-        raise NotSupported("Search is not available on this server yet", "search-unsupported")
+        return await _search(request, resource_type)
     env = env_of(request)
     if request.method == "DELETE":
         if not request.url.query:
@@ -148,6 +154,31 @@ async def instance_level(request: Request) -> Response:
     return respond(request, await run_in_threadpool(update.update, env, resource_type, resource_id, body, if_match))
 
 
+async def system_search(request: Request) -> Response:
+    """`GET [base]?_type=...` and `POST [base]/_search`."""
+    return await _search(request, None)
+
+
+async def _search(request: Request, resource_type: str | None, compartment: tuple[str, str] | None = None) -> Response:
+    """Search with the query's parameters, plus a form body's for POST `_search` (search.html#post)."""
+    params = _params(request)
+    if request.method == "POST":
+        content_type = request.headers.get("content-type", "").split(";")[0].strip()
+        if content_type != "application/x-www-form-urlencoded":
+            raise UnsupportedMediaType("POST _search takes application/x-www-form-urlencoded", "media-type-unsupported")
+        params += [(key, str(value)) for key, value in (await request.form()).multi_items()]
+    env = env_of(request)
+    strict = prefer_strict(request.headers.get("prefer"))
+    result = await run_in_threadpool(search.search, env, resource_type, params, strict, compartment)
+    return respond(request, result)
+
+
+def _known_type(name: str) -> str:
+    if name not in resource_types():
+        raise NotFound(f"'{name}' is not a resource type this server knows", "resource-type-unknown")
+    return name
+
+
 def _deleted(request: Request, result: Result) -> Response:
     """204 by default; 200 with the OperationOutcome when the client prefers it."""
     if prefer_return(request.headers.get("prefer")) == "OperationOutcome":
@@ -163,6 +194,9 @@ def routes(base: str) -> list[Route]:
         Route(f"{base}/", batch_or_transaction, methods=["POST"]),
         Route(base, batch_or_transaction, methods=["POST"]),
         Route(f"{base}/_history", system_history, methods=["GET"]),
+        Route(f"{base}/_search", system_search, methods=["POST"]),
+        Route(f"{base}/", system_search, methods=["GET"]),
+        Route(base, system_search, methods=["GET"]),
         Route(f"{type_path}/_history", type_history, methods=["GET"]),
         Route(f"{instance_path}/_history", instance_history, methods=["GET"]),
         Route(f"{instance_path}/_history/{{version}}", vread, methods=["GET"]),

@@ -24,7 +24,7 @@ def parse_instant_range(value: str, name: str) -> tuple[datetime, datetime]:
         if not match:
             raise ValueError
         return _range(match)
-    except ValueError:
+    except (ValueError, OverflowError):  # 9999-12-31 ends past datetime.max
         message = f"'{value}' is not a valid FHIR date or dateTime for {name}"
         raise Invalid(message, "date-invalid", issues=[Issue(message, "date-invalid", "invalid", name)]) from None
 

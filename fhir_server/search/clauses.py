@@ -143,7 +143,14 @@ class HasClause:
     inner: Clause
 
 
-Clause = IdClause | LastUpdatedClause | ParamClause | TokenClause | ChainClause | HasClause
+@dataclass(frozen=True)
+class AnyClause:
+    """Any one of several clauses (compartment search: any compartment parameter may link)."""
+
+    clauses: tuple[Clause, ...]
+
+
+Clause = IdClause | LastUpdatedClause | ParamClause | TokenClause | ChainClause | HasClause | AnyClause
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
 """Index rows extracted on every write (search.html#ptypes).
 
-For now the `identifier` token of every type that has a top-level `identifier` element, which
-conditional interactions match on; the search issue replaces this with extraction driven by the
-official SearchParameter expressions.
+Every parameter of the resource's type with an index table is extracted (extract.py), except
+`_id` and `_lastUpdated`: the resource table holds the server-assigned id and lastUpdated
+(which the resource handed to indexing does not carry yet), and searches on them use it.
 """
 
 from __future__ import annotations
@@ -11,7 +11,11 @@ from functools import cache
 from typing import Any
 
 from fhir_server.model.schema import schema_definitions
+from fhir_server.search import extract
 from fhir_server.search.clauses import IndexRow
+
+# Parameters answered from the resource table's own columns, never from index rows.
+RESOURCE_COLUMNS = frozenset({"_id", "_lastUpdated"})
 
 
 @cache
@@ -21,13 +25,4 @@ def has_identifier(resource_type: str) -> bool:
 
 
 def index_rows(resource: dict[str, Any]) -> list[IndexRow]:
-    identifiers = resource.get("identifier")
-    if isinstance(identifiers, dict):
-        identifiers = [identifiers]
-    rows: list[IndexRow] = []
-    for identifier in identifiers or ():
-        if isinstance(identifier, dict) and (identifier.get("value") or identifier.get("system")):
-            rows.append(
-                IndexRow("token", "identifier", {"system": identifier.get("system"), "code": identifier.get("value")})
-            )
-    return rows
+    return extract.index_rows(resource, skip=RESOURCE_COLUMNS)

@@ -1,37 +1,237 @@
-"""Search clauses to SQL predicates over the index tables (search.html#token)."""
+"""Search clauses to SQL predicates over the index tables (R4 search.html).
+
+`clause_predicate` turns one clause into a boolean SQL expression about one resource row (the
+"subject": its type and id columns). A parameter becomes
+
+    EXISTS (SELECT 1 FROM idx_<type> i WHERE i.resource_type = <subject type>
+            AND i.resource_id = <subject id> AND i.param = :code AND (<value 1> OR <value 2> ...))
+
+with the value conditions of compile_values.py and compile_ranges.py. `:missing` and token
+`:not` are the same EXISTS without values, or negated. Chains (search.html#chaining) and `_has`
+(#has) are one EXISTS over idx_reference joined to the resource on its other end, with the inner
+clause compiled against that resource, nested for deeper chains: always one SQL statement.
+
+Visibility: the resource on the other end of a chain or `_has` must be current, not deleted, and
+visible to the caller; `visible(row)` (given by the repository, from the caller's Visibility) is
+the predicate on a `resource` alias that says so. Every index subquery uses its own alias, so
+nested subqueries never correlate to the wrong table.
+"""
 
 from __future__ import annotations
 
-from sqlalchemy import and_, or_, select
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, false, literal_column, not_, or_, select
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.expression import FromClause
 
-from fhir_server.search.clauses import Clause, IdClause, Token, TokenClause
-from fhir_server.store.schema import resource, token_index
+from fhir_server.errors import NotSupported
+from fhir_server.search.clauses import (
+    AnyClause,
+    ChainClause,
+    Clause,
+    HasClause,
+    IdClause,
+    LastUpdatedClause,
+    ParamClause,
+    TokenClause,
+    Value,
+)
+from fhir_server.store.compile_ranges import (
+    column_bounds,
+    date_condition,
+    instant_bounds,
+    number_condition,
+    quantity_condition,
+)
+from fhir_server.store.compile_values import (
+    reference_condition,
+    string_condition,
+    token_condition,
+    token_text_condition,
+    unsupported,
+    uri_condition,
+)
+from fhir_server.store.schema import INDEX_TABLES, reference_index, resource, token_index
+
+Visible = Callable[[FromClause], ColumnElement[bool]]
+"""The caller's visibility as a predicate on a `resource` table or alias."""
 
 
-def clause_predicate(resource_type: str, clause: Clause) -> ColumnElement[bool]:
+@dataclass(frozen=True)
+class Subject:
+    """The resource row a predicate is about: its type (a string, or a column when it varies),
+    its id column, and the resource table/alias holding it (for `_lastUpdated`)."""
+
+    type: Any
+    id: ColumnElement[Any]
+    row: FromClause
+
+
+def subject_of(resource_type: str | None, id_column: ColumnElement[Any] | None = None) -> Subject:
+    """The subject for `id_column` (default `resource.c.id`): the id column of a `resource` table
+    or alias. With no resource_type the row's own resource_type column is used (system search)."""
+    id_column = resource.c.id if id_column is None else id_column
+    row = getattr(id_column, "table", None)
+    if row is None or "last_updated" not in row.c:
+        raise ValueError("id_column must be the id column of the resource table or of an alias of it")
+    return Subject(resource_type if resource_type else row.c.resource_type, id_column, row)
+
+
+def clause_predicate(
+    resource_type: str | None,
+    id_column: ColumnElement[Any] | None,
+    clause: Clause,
+    visible: Visible | None = None,
+) -> ColumnElement[bool]:
+    """`clause` as a predicate correlated to `id_column` (None: `resource.c.id`) of a resource of
+    `resource_type` (None: any type, taken from the row). `visible` narrows the resources chains
+    and `_has` reach (None: every current, non-deleted resource)."""
+    return predicate(subject_of(resource_type, id_column), clause, visible)
+
+
+def predicate(subject: Subject, clause: Clause, visible: Visible | None) -> ColumnElement[bool]:
+    """`clause` about `subject` (clause_predicate, for a subject that is not a plain id column)."""
     if isinstance(clause, IdClause):
-        return resource.c.id.in_(clause.ids)
-    return _token_exists(resource_type, clause)
+        return subject.id.in_(clause.ids)
+    if isinstance(clause, LastUpdatedClause):
+        bounds = instant_bounds(subject.row.c.last_updated)
+        return _any(clause.values, lambda v: date_condition(bounds, v))
+    if isinstance(clause, TokenClause):
+        table = token_index.alias()
+        return _exists(table, subject, clause.param, _any(clause.values, lambda v: token_condition(table, v)))
+    if isinstance(clause, ParamClause):
+        return _param(subject, clause)
+    if isinstance(clause, ChainClause):
+        return _chain(subject, clause, visible)
+    if isinstance(clause, AnyClause):
+        return or_(*(predicate(subject, inner, visible) for inner in clause.clauses)) if clause.clauses else false()
+    return _has(subject, clause, visible)
 
 
-def _token_exists(resource_type: str, clause: TokenClause) -> ColumnElement[bool]:
+def _exists(table: FromClause, subject: Subject, param: str, *conditions: ColumnElement[bool]) -> ColumnElement[bool]:
     return (
-        select(token_index.c.resource_id)
+        select(literal_column("1"))
+        .select_from(table)
         .where(
-            token_index.c.resource_type == resource_type,
-            token_index.c.resource_id == resource.c.id,
-            token_index.c.param == clause.param,
-            or_(*(_token_match(value) for value in clause.values)),
+            table.c.resource_type == subject.type,
+            table.c.resource_id == subject.id,
+            table.c.param == param,
+            *conditions,
         )
         .exists()
     )
 
 
-def _token_match(token: Token) -> ColumnElement[bool]:
-    conditions = []
-    if token.code is not None:
-        conditions.append(token_index.c.code == token.code)
-    if token.system_given:
-        conditions.append(token_index.c.system == token.system if token.system else token_index.c.system.is_(None))
+def _param(subject: Subject, clause: ParamClause) -> ColumnElement[bool]:
+    param = clause.param
+    kind = param.table
+    if kind is None:
+        message = f"The {param.type} parameter '{param.code}' is not supported yet"
+        raise NotSupported(message, "search-parameter-unsupported")
+    table = INDEX_TABLES[kind].alias()
+    if clause.missing is not None:
+        present = _exists(table, subject, param.code)
+        return not_(present) if clause.missing else present
+    modifier = clause.modifier
+    if kind == "token" and modifier == "not":
+        return not_(_exists(table, subject, param.code, _any(clause.values, lambda v: token_condition(table, v))))
+    if kind == "reference" and modifier == "identifier":
+        return _reference_identifier(subject, clause)
+    return _exists(table, subject, param.code, _values(kind, table, modifier, clause.values))
+
+
+def _any(values: tuple[Any, ...], condition: Callable[[Any], ColumnElement[bool]]) -> ColumnElement[bool]:
+    return or_(*(condition(value) for value in values)) if values else false()
+
+
+def _values(kind: str, table: FromClause, modifier: str | None, values: tuple[Value, ...]) -> ColumnElement[bool]:
+    if kind == "string":
+        return _any(values, lambda v: string_condition(table, modifier, v))
+    if kind == "token":
+        if modifier == "text":
+            return _any(values, lambda v: token_text_condition(table, v))
+        if modifier is not None:
+            raise unsupported("token", modifier)
+        return _any(values, lambda v: token_condition(table, v))
+    if kind == "reference":
+        return _any(values, lambda v: reference_condition(table, modifier, v))
+    if kind == "uri":
+        return _any(values, lambda v: uri_condition(table, modifier, v))
+    if modifier is not None:
+        raise unsupported(kind, modifier)
+    if kind == "date":
+        bounds = column_bounds(table.c.low, table.c.high)
+        return _any(values, lambda v: date_condition(bounds, v))
+    if kind == "number":
+        bounds = column_bounds(table.c.low, table.c.high)
+        return _any(values, lambda v: number_condition(bounds, v))
+    return _any(values, lambda v: quantity_condition(table, v))
+
+
+def identifier_param(code: str) -> str:
+    """Where `Reference.identifier` values of reference parameter `code` are indexed: token rows
+    under `<code>:identifier` (a convention shared with the extractor; no extra column needed)."""
+    return f"{code}:identifier"
+
+
+def _reference_identifier(subject: Subject, clause: ParamClause) -> ColumnElement[bool]:
+    """`subject:identifier=system|value` (search.html#reference): the Reference.identifier."""
+    table = token_index.alias()
+    matches = _any(clause.values, lambda v: token_condition(table, v))
+    return _exists(table, subject, identifier_param(clause.param.code), matches)
+
+
+def _reachable(row: FromClause, visible: Visible | None) -> ColumnElement[bool]:
+    conditions = [row.c.deleted == false()]
+    if visible is not None:
+        conditions.append(visible(row))
     return and_(*conditions)
+
+
+def _chain(subject: Subject, clause: ChainClause, visible: Visible | None) -> ColumnElement[bool]:
+    """Resources whose reference `param` points at a (visible) resource matching `inner`."""
+    link = reference_index.alias()
+    target = resource.alias()
+    types = clause.target_types
+    conditions = [target.c.resource_type == link.c.target_type, target.c.id == link.c.target_id]
+    if types:
+        conditions.append(link.c.target_type.in_(types))
+    target_type = types[0] if len(types) == 1 else target.c.resource_type
+    inner = predicate(Subject(target_type, target.c.id, target), clause.inner, visible)
+    return (
+        select(literal_column("1"))
+        .select_from(link.join(target, and_(*conditions)))
+        .where(
+            link.c.resource_type == subject.type,
+            link.c.resource_id == subject.id,
+            link.c.param == clause.param.code,
+            _reachable(target, visible),
+            inner,
+        )
+        .exists()
+    )
+
+
+def _has(subject: Subject, clause: HasClause, visible: Visible | None) -> ColumnElement[bool]:
+    """Resources that a (visible) `source_type` resource matching `inner` refers to through its
+    reference parameter `param`."""
+    link = reference_index.alias()
+    source = resource.alias()
+    on = and_(source.c.resource_type == link.c.resource_type, source.c.id == link.c.resource_id)
+    inner = predicate(Subject(clause.source_type, source.c.id, source), clause.inner, visible)
+    return (
+        select(literal_column("1"))
+        .select_from(link.join(source, on))
+        .where(
+            link.c.target_type == subject.type,
+            link.c.target_id == subject.id,
+            link.c.resource_type == clause.source_type,
+            link.c.param == clause.param.code,
+            _reachable(source, visible),
+            inner,
+        )
+        .exists()
+    )

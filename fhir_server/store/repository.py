@@ -7,9 +7,9 @@ narrowed by the caller's `Visibility` (access.py), compiled to a predicate here.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -20,7 +20,14 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from fhir_server.access import Visibility
 from fhir_server.errors import Conflict, Forbidden
-from fhir_server.search.clauses import Clause, IndexRow
+from fhir_server.search.clauses import Clause, IndexRow, SortKey
+from fhir_server.store.compile_search import (
+    count_statement,
+    page_statement,
+    referenced_statement,
+    referencing_statement,
+)
+from fhir_server.store.compile_sort import check_keyset
 from fhir_server.store.compiler import clause_predicate
 from fhir_server.store.engine import is_postgres
 from fhir_server.store.schema import INDEX_TABLES, resource, resource_version
@@ -39,6 +46,14 @@ class StoredVersion:
     @property
     def key(self) -> tuple[datetime, str, str, int]:
         return (self.last_updated, self.resource_type, self.id, self.version_id)
+
+
+@dataclass(frozen=True)
+class Found(StoredVersion):
+    """A search match with its keyset: (sort values..., resource_type, id), what `search(after=...)`
+    continues from (compile_sort.encode_keyset makes a paging token of it)."""
+
+    keyset: tuple[Any, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)
@@ -136,6 +151,11 @@ class UnitOfWork:
         """The caller's visibility as a predicate (access.py): unrestricted, or nothing yet."""
         return statement if self.visibility.unrestricted else statement.where(false())
 
+    def _visible(self, row: Any) -> ColumnElement[bool]:
+        """The same visibility as a predicate on one `resource` table or alias: what chains,
+        `_has` and includes apply to the resources they reach."""
+        return true() if self.visibility.unrestricted else false()
+
     def current(self, resource_type: str, resource_id: str, for_update: bool = False) -> StoredVersion | None:
         query = self._narrow(_SELECT_CURRENT)
         if for_update and self.lock:
@@ -186,18 +206,60 @@ class UnitOfWork:
             self._queue(_INSERT_INDEX[kind], values)
 
     def match(self, resource_type: str, clauses: Sequence[Clause], limit: int) -> list[StoredVersion]:
-        """Current, not deleted resources of a type matching every clause."""
+        """Current, not deleted, visible resources of a type matching every clause."""
         query = (
             select(resource)
             .where(
                 resource.c.resource_type == resource_type,
                 resource.c.deleted == false(),
-                *(clause_predicate(resource_type, clause) for clause in clauses),
+                *(clause_predicate(resource_type, None, clause, self._visible) for clause in clauses),
             )
             .order_by(resource.c.last_updated.desc(), resource.c.id)
             .limit(limit)
         )
-        return [_version(row) for row in self._run(query)]
+        return [_version(row) for row in self._run(self._narrow(query))]
+
+    def search(
+        self,
+        resource_type: str | None,
+        clauses: Sequence[Clause],
+        sort: Sequence[SortKey] = (),
+        limit: int = 50,
+        after: Sequence[Any] | None = None,
+        types: tuple[str, ...] = (),
+    ) -> list[Found]:
+        """One page of current, visible resources of `resource_type` (None: a system search over
+        `types`, or every type when empty) matching every clause, in `sort` order then by
+        (resource_type, id); `after` is the keyset of the last row of the previous page."""
+        if after is not None:
+            after = check_keyset(after, sort)
+        statement = page_statement(resource_type, types, clauses, sort, limit, after, self._visible)
+        found = []
+        for row in self._run(self._narrow(statement)):
+            version = _version(row)
+            keyset = (*row[len(resource.c) : len(resource.c) + len(sort)], version.resource_type, version.id)
+            found.append(Found(**{**version.__dict__, "keyset": keyset}))
+        return found
+
+    def count(self, resource_type: str | None, clauses: Sequence[Clause], types: tuple[str, ...] = ()) -> int:
+        """How many current, visible resources `search` would find on all pages together."""
+        return int(self._run(self._narrow(count_statement(resource_type, types, clauses, self._visible))).scalar_one())
+
+    def referenced(
+        self, sources: Iterable[tuple[str, str]], params: Sequence[str] | None, target_type: str | None = None
+    ) -> list[StoredVersion]:
+        """`_include` step: the current, visible resources that the (type, id) `sources` refer to
+        through the reference parameters `params` (None for `*`: any), optionally of one type."""
+        statement = referenced_statement(list(sources), params, target_type, self._visible)
+        return [_version(row) for row in self._run(self._narrow(statement))]
+
+    def referencing(
+        self, targets: Iterable[tuple[str, str]], source_type: str | None, params: Sequence[str] | None
+    ) -> list[StoredVersion]:
+        """`_revinclude` step: the current, visible `source_type` resources (None: any type) that
+        refer to one of the (type, id) `targets` through `params` (None for `*`: any)."""
+        statement = referencing_statement(list(targets), source_type, params, self._visible)
+        return [_version(row) for row in self._run(self._narrow(statement))]
 
     def history(self, query: HistoryQuery) -> list[StoredVersion]:
         table = resource_version

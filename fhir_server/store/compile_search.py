@@ -1,0 +1,123 @@
+"""Whole search statements: a page of matches, their count, and `_include`/`_revinclude` steps
+(R4 search.html#sort, #count, #include, #revinclude).
+
+Every statement reads current resources only (`resource`), never deleted ones, and takes the
+caller's visibility as a predicate on the row (`visible`); the repository adds `_narrow` on top.
+A page is
+
+    SELECT * FROM (SELECT resource.*, <sort expression> AS sort_0, ... FROM resource
+                   WHERE <type> AND NOT deleted AND <visible> AND <clause predicates>) AS matches
+    WHERE <after the keyset> ORDER BY sort_0, ..., resource_type, id LIMIT :limit
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import Select, and_, false, func, or_, select
+from sqlalchemy.sql.elements import ColumnElement
+
+from fhir_server.search.clauses import Clause, SortKey
+from fhir_server.store.compile_sort import after_predicate, order_by, subject_sort_expression
+from fhir_server.store.compiler import Visible, predicate, subject_of
+from fhir_server.store.schema import reference_index, resource
+
+
+def _filter(
+    resource_type: str | None, types: Sequence[str], clauses: Sequence[Clause], visible: Visible
+) -> list[ColumnElement[bool]]:
+    subject = subject_of(resource_type)
+    conditions: list[ColumnElement[bool]] = [resource.c.deleted == false(), visible(resource)]
+    if resource_type is not None:
+        conditions.append(resource.c.resource_type == resource_type)
+    elif types:
+        conditions.append(resource.c.resource_type.in_(types))
+    conditions.extend(predicate(subject, clause, visible) for clause in clauses)
+    return conditions
+
+
+def page_statement(
+    resource_type: str | None,
+    types: Sequence[str],
+    clauses: Sequence[Clause],
+    sort: Sequence[SortKey],
+    limit: int,
+    after: Sequence[Any] | None,
+    visible: Visible,
+) -> Select[Any]:
+    """One page of matches; the row's `sort_<n>` columns, resource_type and id form its keyset."""
+    subject = subject_of(resource_type)
+    sort_columns = [subject_sort_expression(subject, key).label(f"sort_{n}") for n, key in enumerate(sort)]
+    conditions = _filter(resource_type, types, clauses, visible)
+    matches = select(resource, *sort_columns).where(*conditions).subquery("matches")
+    keys = [matches.c[f"sort_{n}"] for n in range(len(sort))] + [matches.c.resource_type, matches.c.id]
+    descending = [key.descending for key in sort] + [False, False]
+    nullable = [key.param is not None for key in sort] + [False, False]
+    statement = select(matches).order_by(*order_by(keys, descending, nullable)).limit(limit)
+    if after is not None:
+        statement = statement.where(after_predicate(keys, descending, nullable, after))
+    return statement
+
+
+def count_statement(
+    resource_type: str | None, types: Sequence[str], clauses: Sequence[Clause], visible: Visible
+) -> Select[Any]:
+    return select(func.count()).select_from(resource).where(*_filter(resource_type, types, clauses, visible))
+
+
+def _by_type(
+    pairs: Iterable[tuple[str, str]], type_column: ColumnElement[Any], id_column: ColumnElement[Any]
+) -> ColumnElement[bool]:
+    """(type, id) IN pairs, as one `type = t AND id IN (...)` per type (index-friendly everywhere)."""
+    grouped: dict[str, list[str]] = {}
+    for kind, identifier in pairs:
+        grouped.setdefault(kind, []).append(identifier)
+    if not grouped:
+        return false()
+    return or_(*(and_(type_column == kind, id_column.in_(ids)) for kind, ids in grouped.items()))
+
+
+def referenced_statement(
+    sources: Iterable[tuple[str, str]],
+    params: Sequence[str] | None,
+    target_type: str | None,
+    visible: Visible,
+) -> Select[Any]:
+    """`_include`: the current resources the `sources` point at through `params` (None: all)."""
+    link = reference_index.alias()
+    conditions = [
+        link.c.target_type == resource.c.resource_type,
+        link.c.target_id == resource.c.id,
+        _by_type(sources, link.c.resource_type, link.c.resource_id),
+    ]
+    if params is not None:
+        conditions.append(link.c.param.in_(params))
+    reached = select(link.c.target_id).where(*conditions).exists()
+    statement = select(resource).where(resource.c.deleted == false(), visible(resource), reached)
+    if target_type is not None:
+        statement = statement.where(resource.c.resource_type == target_type)
+    return statement.order_by(resource.c.resource_type, resource.c.id)
+
+
+def referencing_statement(
+    targets: Iterable[tuple[str, str]],
+    source_type: str | None,
+    params: Sequence[str] | None,
+    visible: Visible,
+) -> Select[Any]:
+    """`_revinclude`: the current `source_type` resources (None: any) pointing at `targets`
+    through `params` (None: any reference parameter)."""
+    link = reference_index.alias()
+    conditions = [
+        link.c.resource_type == resource.c.resource_type,
+        link.c.resource_id == resource.c.id,
+        _by_type(targets, link.c.target_type, link.c.target_id),
+    ]
+    if params is not None:
+        conditions.append(link.c.param.in_(params))
+    reaching = select(link.c.resource_id).where(*conditions).exists()
+    statement = select(resource).where(resource.c.deleted == false(), visible(resource), reaching)
+    if source_type is not None:
+        statement = statement.where(resource.c.resource_type == source_type)
+    return statement.order_by(resource.c.resource_type, resource.c.id)
