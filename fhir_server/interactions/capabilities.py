@@ -11,12 +11,23 @@ from functools import lru_cache
 from typing import Any
 
 from fhir_server.model.schema import resource_types
-from fhir_server.search.indexing import has_identifier
+from fhir_server.search import capability
+from fhir_server.search.params import SearchParam
 
 FHIR_VERSION = "4.0.1"
 SOFTWARE_VERSION = "0.1.0"
-TYPE_INTERACTIONS = ("read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create")
-SYSTEM_INTERACTIONS = ("transaction", "batch", "history-system")
+TYPE_INTERACTIONS = (
+    "read",
+    "vread",
+    "update",
+    "patch",
+    "delete",
+    "history-instance",
+    "history-type",
+    "create",
+    "search-type",
+)
+SYSTEM_INTERACTIONS = ("transaction", "batch", "history-system", "search-system")
 FORMATS = ("application/fhir+json", "application/fhir+xml", "json", "xml")
 PATCH_FORMATS = ("application/json-patch+json", "application/fhir+json", "application/fhir+xml")
 
@@ -62,18 +73,27 @@ def _resource(kind: str, operations: list[Any]) -> dict[str, Any]:
         "conditionalUpdate": True,
         "conditionalDelete": "single",
     }
-    # Conditional interactions match on these until the search API lists the full set.
-    criteria = ["_id"] + (["identifier"] if has_identifier(kind) else [])
-    entry["extension"] = [
-        {
-            "url": "urn:fhir-server:conditional-criteria",
-            "valueString": ",".join(criteria),
-        }
-    ]
+    includes = capability.includes(kind)
+    if includes:
+        entry["searchInclude"] = includes
+    revincludes = capability.revincludes(kind)
+    if revincludes:
+        entry["searchRevInclude"] = list(revincludes)
+    entry["searchParam"] = [_search_param(param) for param in capability.searchable(kind)]
     type_operations = [op for op in operations if op.type_level or op.instance_level]
     if type_operations:
         entry["operation"] = _operations(type_operations)
     return entry
+
+
+def _search_param(param: SearchParam) -> dict[str, Any]:
+    described: dict[str, Any] = {"name": param.code, "type": param.type}
+    if param.url:
+        described["definition"] = param.url
+    modifiers = capability.modifiers(param)
+    if modifiers:
+        described["documentation"] = "Modifiers: " + ", ".join(f":{name}" for name in modifiers)
+    return described
 
 
 def _operations(operations: list[Any]) -> list[dict[str, Any]]:

@@ -1,8 +1,9 @@
 """Search criteria of conditional interactions (http.html#ccreate, #cond-update, #cdelete).
 
-The REST core matches on `_id` and `identifier`; the search issue extends this to every
-parameter. Anything else is refused (search.html#errors: strict handling is our default), since
-ignoring a criterion would make a conditional write act on the wrong resource.
+Any search criteria work, parsed exactly as a search (strict: an unknown or unsupported
+parameter is an error, since ignoring a criterion would make a conditional write act on the
+wrong resource). Parameters that shape results rather than select (`_sort`, `_include`...) are
+refused: a condition selects.
 """
 
 from __future__ import annotations
@@ -10,60 +11,36 @@ from __future__ import annotations
 from urllib.parse import parse_qsl
 
 from fhir_server.errors import Invalid, Issue
-from fhir_server.search.clauses import Clause, IdClause, Token, TokenClause
-from fhir_server.search.indexing import has_identifier
+from fhir_server.search.clauses import Clause
+from fhir_server.search.query import parse_search
+from fhir_server.search.registry import search_param
 
-# Result-shaping parameters carry no criterion and may appear in conditional URLs.
+# Result-shaping parameters that do not change which resources match.
 _IGNORED = {"_format", "_pretty", "_summary", "_elements"}
+_NOT_CRITERIA = {"_sort", "_count", "_include", "_revinclude", "_total", "_page", "_type"}
 
 
 def parse_criteria(resource_type: str, query: str) -> list[Clause]:
-    pairs = [(name, value) for name, value in parse_qsl(query, keep_blank_values=True) if name not in _IGNORED]
+    pairs = [
+        (name, value) for name, value in parse_qsl(query, keep_blank_values=True) if name.split(":")[0] not in _IGNORED
+    ]
     if not pairs:
         raise Invalid("A conditional request needs search criteria", "criteria-missing")
-    clauses: list[Clause] = []
-    problems: list[Issue] = []
-    for name, value in pairs:
-        if not value:
-            problems.append(Issue(f"Search parameter '{name}' has no value", "search-value-missing", "invalid", name))
-        elif name == "_id":
-            clauses.append(IdClause(tuple(value.split(","))))
-        elif name == "identifier" and has_identifier(resource_type):
-            clauses.append(TokenClause("identifier", tuple(parse_token(v) for v in value.split(","))))
-        else:
-            problems.append(
-                Issue(
-                    f"Search parameter '{name}' is not supported for {resource_type} in conditional requests",
-                    "search-parameter-unsupported",
-                    "not-supported",
-                    name,
-                )
-            )
-    if problems:
-        raise Invalid("The search criteria are not usable", "criteria-invalid", issues=problems)
-    return clauses
+    refused = [name for name, _ in pairs if name.split(":")[0] in _NOT_CRITERIA]
+    if refused:
+        raise Invalid(
+            "Conditional criteria select resources; result parameters are not allowed",
+            "criteria-invalid",
+            issues=[
+                Issue(f"'{name}' is not a search criterion", "criteria-invalid", "invalid", name) for name in refused
+            ],
+        )
+    request = parse_search(resource_type, pairs, search_param, strict=True)
+    if not request.clauses:
+        raise Invalid("A conditional request needs search criteria", "criteria-missing")
+    return list(request.clauses)
 
 
 def criteria_key(resource_type: str, clauses: list[Clause]) -> str:
     """The same criteria, however ordered or encoded, give the same key (for serialising writes)."""
     return resource_type + "?" + "&".join(sorted(repr(clause) for clause in clauses))
-
-
-def parse_token(value: str) -> Token:
-    if "|" not in value:
-        return Token(None, _unescape(value), system_given=False)
-    system, code = _split_unescaped(value)
-    return Token(_unescape(system) or None, _unescape(code) or None, system_given=True)
-
-
-def _split_unescaped(value: str) -> tuple[str, str]:
-    index = 0
-    while True:
-        index = value.index("|", index)
-        if index == 0 or value[index - 1] != "\\":
-            return value[:index], value[index + 1 :]
-        index += 1
-
-
-def _unescape(value: str) -> str:
-    return value.replace("\\|", "|").replace("\\,", ",").replace("\\$", "$").replace("\\\\", "\\")

@@ -19,10 +19,14 @@ def test_served_statement_is_valid_r4_and_says_what_is_implemented(client):
     assert validation_issues(statement) == []
     assert statement["fhirVersion"] == "4.0.1"
     rest = statement["rest"][0]
-    assert {i["code"] for i in rest["interaction"]} == {"transaction", "batch", "history-system"}
+    assert {i["code"] for i in rest["interaction"]} == {"transaction", "batch", "history-system", "search-system"}
     patient = next(r for r in rest["resource"] if r["type"] == "Patient")
     assert patient["updateCreate"] is False
     assert {i["code"] for i in patient["interaction"]} >= {"read", "vread", "create", "update", "patch", "delete"}
-    assert "search-type" not in {i["code"] for i in patient["interaction"]}
+    assert "search-type" in {i["code"] for i in patient["interaction"]}
+    params = {param["name"]: param for param in patient["searchParam"]}
+    assert {"name", "birthdate", "identifier", "_id", "_lastUpdated", "_tag"} <= set(params)
+    assert ":exact" in params["name"]["documentation"]
+    assert "Observation:patient" in patient["searchRevInclude"]
     assert [op["name"] for op in patient["operation"]] == ["validate"]
     assert len(rest["resource"]) == 146

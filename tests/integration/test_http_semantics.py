@@ -788,21 +788,34 @@ def test_conditional_delete_without_criteria_is_400(client):
 @pytest.mark.parametrize(
     ("method", "url"),
     [
-        ("put", "/fhir/Patient?name=x"),
-        ("delete", "/fhir/Patient?name=x"),
-        ("post", "/fhir/Patient"),  # If-None-Exist: name=x
+        ("put", "/fhir/Patient?colour=x"),
+        ("delete", "/fhir/Patient?colour=x"),
+        ("post", "/fhir/Patient"),  # If-None-Exist: colour=x
     ],
 )
-def test_conditional_with_an_unsupported_parameter_is_400(client, method, url):
+def test_conditional_with_an_unknown_parameter_is_400(client, method, url):
     if method == "post":
-        response = client.post(url, json=_patient(), headers={**FHIR_JSON, "If-None-Exist": "name=x"})
+        response = client.post(url, json=_patient(), headers={**FHIR_JSON, "If-None-Exist": "colour=x"})
     elif method == "put":
         response = client.put(url, json=_patient(), headers=FHIR_JSON)
     else:
         response = client.delete(url)
     assert response.status_code == 400
-    assert _codes(response) == ["search-parameter-unsupported"]
-    assert response.json()["issue"][0]["expression"] == ["name"]
+    assert _codes(response) == ["search-parameter-unknown"]
+    assert response.json()["issue"][0]["expression"] == ["colour"]
+
+
+def test_conditional_update_matches_on_any_search_parameter(client):
+    family = f"Cond{uuid.uuid4().hex[:10]}"
+    body = {"resourceType": "Patient", "name": [{"family": family}], "birthDate": "1960-05-05"}
+    created = client.put(f"/fhir/Patient?family={family}&birthdate=1960", json=body, headers=FHIR_JSON)
+    assert created.status_code == 201
+    again = client.put(
+        f"/fhir/Patient?family={family}&birthdate=1960", json={**body, "active": True}, headers=FHIR_JSON
+    )
+    assert again.status_code == 200
+    assert again.json()["id"] == created.json()["id"]
+    assert again.json()["active"] is True
 
 
 # --- $validate ----------------------------------------------------------------------------------
@@ -962,8 +975,8 @@ def test_metadata(client):
         assert entry["updateCreate"] is False, kind
         interactions = {i["code"] for i in entry["interaction"]}
         assert interactions >= TYPE_INTERACTIONS, kind
-        # search answers 501 until it exists, so it must not be claimed
-        assert "search-type" not in interactions, kind
+        assert "search-type" in interactions, kind
+        assert any(param["name"] == "_id" for param in entry["searchParam"]), kind
         assert entry["versioning"] in ("versioned", "versioned-update")
         assert entry["readHistory"] is True
     validate_ops = [op for op in resources["Patient"].get("operation", []) if op["name"] == "validate"]

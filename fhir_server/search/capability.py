@@ -1,0 +1,47 @@
+"""What search supports, per resource type, for the CapabilityStatement (capabilitystatement.html).
+
+Derived from the same tables that parsing and indexing use, so the statement lists exactly what
+works: parameters with an index (or answered from the resource table), their implemented
+modifiers, and the reference parameters usable in `_include` and `_revinclude`.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+from fhir_server.model.schema import resource_types
+from fhir_server.search.criteria import MODIFIERS, PENDING_MODIFIERS
+from fhir_server.search.params import SearchParam
+from fhir_server.search.registry import search_params
+
+_FROM_RESOURCE_TABLE = frozenset({"_id", "_lastUpdated"})
+
+
+def searchable(resource_type: str) -> list[SearchParam]:
+    return [
+        param
+        for param in search_params(resource_type).values()
+        if param.code in _FROM_RESOURCE_TABLE or param.table is not None
+    ]
+
+
+def modifiers(param: SearchParam) -> list[str]:
+    if param.code in _FROM_RESOURCE_TABLE:
+        return []
+    working = MODIFIERS.get(param.type, frozenset()) - PENDING_MODIFIERS.get(param.type, frozenset())
+    return sorted({*working, "missing"})
+
+
+def includes(resource_type: str) -> list[str]:
+    references = [param.code for param in searchable(resource_type) if param.type == "reference"]
+    return [f"{resource_type}:{code}" for code in sorted(references)] + ["*"] if references else []
+
+
+@cache
+def revincludes(resource_type: str) -> tuple[str, ...]:
+    found = []
+    for source in sorted(resource_types()):
+        for param in searchable(source):
+            if param.type == "reference" and (not param.targets or resource_type in param.targets):
+                found.append(f"{source}:{param.code}")
+    return tuple(found)
