@@ -7,6 +7,7 @@ the sort values of the last entry shown, so writes during paging neither repeat 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from fhir_server.errors import Invalid
@@ -18,6 +19,7 @@ from fhir_server.search.registry import compartment_params, search_param
 from fhir_server.store.compile_sort import decode_keyset, encode_keyset
 from fhir_server.store.repository import Found, StoredVersion, UnitOfWork
 
+_BACKWARDS = "~"
 # How many _include:iterate rounds at most (search.html#revinclude leaves the limit to servers).
 MAX_ITERATIONS = 4
 
@@ -36,24 +38,40 @@ def search(
     if compartment is not None:
         assert resource_type is not None
         clauses.append(_compartment_clause(compartment, resource_type))
-    after = _after(request.page)
+    backwards, key = _page(request.page)
     with env.store.unit_of_work(env.visibility, read_only=True) as uow:
         rows: list[Found] = []
         if request.count > 0 and request.summary != "count":
-            rows = uow.search(resource_type, clauses, request.sort, request.count + 1, after, request.types)
+            limit = request.count + 1
+            rows = uow.search(resource_type, clauses, request.sort, limit, key, request.types, backwards)
         more, rows = len(rows) > request.count, rows[: request.count]
+        if backwards:
+            rows.reverse()
         total = uow.count(resource_type, clauses, request.types) if request.total != "none" else None
         included = _included(uow, rows, request.includes)
-    return Result(200, body=_bundle(env, request, rows, included, more, total, _path(resource_type, compartment)))
+    page = Page(rows, included, total, more, backwards, key is not None)
+    return Result(200, body=_bundle(env, request, page, _path(resource_type, compartment)))
 
 
-def _after(page: str | None) -> tuple[Any, ...] | None:
-    if not page:
-        return None
+@dataclass(frozen=True)
+class Page:
+    rows: list[Found]
+    included: list[StoredVersion]
+    total: int | None
+    more: bool  # more matches lie beyond this page, in the direction it was read
+    backwards: bool
+    keyed: bool  # reached through a _page token, so matches lie on the other side too
+
+
+def _page(token: str | None) -> tuple[bool, tuple[Any, ...] | None]:
+    """A `_page` token: the keyset of the last row shown, or `~` and the first row's for the page before."""
+    if not token:
+        return False, None
+    backwards = token.startswith(_BACKWARDS)
     try:
-        return decode_keyset(page)
+        return backwards, decode_keyset(token.removeprefix(_BACKWARDS))
     except (ValueError, TypeError, KeyError):
-        raise Invalid("The _page token is not one this server issued", "page-token-invalid") from None
+        raise Invalid("The _page token is not one this server issued", "search-page-token-invalid") from None
 
 
 def _compartment_clause(compartment: tuple[str, str], resource_type: str) -> Clause:
@@ -105,23 +123,23 @@ def _path(resource_type: str | None, compartment: tuple[str, str] | None) -> str
     return resource_type or ""
 
 
-def _bundle(
-    env: Env,
-    request: SearchRequest,
-    rows: list[Found],
-    included: list[StoredVersion],
-    more: bool,
-    total: int | None,
-    path: str,
-) -> dict[str, Any]:
+def _bundle(env: Env, request: SearchRequest, page: Page, path: str) -> dict[str, Any]:
     applied = [(name, value) for name, value in request.applied if name != "_page"]
+
+    def url(token: str | None) -> str:
+        return searchset.link(env.base_url, path, applied + ([("_page", token)] if token else []))
+
     links = [{"relation": "self", "url": searchset.link(env.base_url, path, list(request.applied))}]
-    if request.page:
-        links.append({"relation": "first", "url": searchset.link(env.base_url, path, applied)})
-    if more and rows:
-        token = encode_keyset(rows[-1].keyset)
-        links.append({"relation": "next", "url": searchset.link(env.base_url, path, [*applied, ("_page", token)])})
+    if page.keyed:
+        links.append({"relation": "first", "url": url(None)})
+    rows = page.rows
+    has_next = page.more if not page.backwards else page.keyed
+    has_previous = page.more if page.backwards else page.keyed
+    if rows and has_previous:
+        links.append({"relation": "previous", "url": url(_BACKWARDS + encode_keyset(rows[0].keyset))})
+    if rows and has_next:
+        links.append({"relation": "next", "url": url(encode_keyset(rows[-1].keyset))})
     elements = ",".join(request.elements) or None
     entries = [searchset.entry(env.base_url, row, "match", request.summary, elements) for row in rows]
-    entries += [searchset.entry(env.base_url, row, "include", request.summary, elements) for row in included]
-    return searchset.bundle(links, entries, total)
+    entries += [searchset.entry(env.base_url, row, "include", request.summary, elements) for row in page.included]
+    return searchset.bundle(links, entries, page.total)

@@ -19,7 +19,7 @@ from sqlalchemy import Select, and_, false, func, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from fhir_server.search.clauses import Clause, SortKey
-from fhir_server.store.compile_sort import after_predicate, order_by, subject_sort_expression
+from fhir_server.store.compile_sort import after_predicate, before_predicate, order_by, subject_sort_expression
 from fhir_server.store.compiler import Visible, predicate, subject_of
 from fhir_server.store.schema import reference_index, resource
 
@@ -45,8 +45,10 @@ def page_statement(
     limit: int,
     after: Sequence[Any] | None,
     visible: Visible,
+    backwards: bool = False,
 ) -> Select[Any]:
-    """One page of matches; the row's `sort_<n>` columns, resource_type and id form its keyset."""
+    """One page of matches; the row's `sort_<n>` columns, resource_type and id form its keyset.
+    `backwards`: the page that ends just before the keyset `after`, in reverse order."""
     subject = subject_of(resource_type)
     sort_columns = [subject_sort_expression(subject, key).label(f"sort_{n}") for n, key in enumerate(sort)]
     conditions = _filter(resource_type, types, clauses, visible)
@@ -54,9 +56,10 @@ def page_statement(
     keys = [matches.c[f"sort_{n}"] for n in range(len(sort))] + [matches.c.resource_type, matches.c.id]
     descending = [key.descending for key in sort] + [False, False]
     nullable = [key.param is not None for key in sort] + [False, False]
-    statement = select(matches).order_by(*order_by(keys, descending, nullable)).limit(limit)
+    statement = select(matches).order_by(*order_by(keys, descending, nullable, reverse=backwards)).limit(limit)
     if after is not None:
-        statement = statement.where(after_predicate(keys, descending, nullable, after))
+        boundary = before_predicate if backwards else after_predicate
+        statement = statement.where(boundary(keys, descending, nullable, after))
     return statement
 
 

@@ -86,12 +86,27 @@ def key_type(key: SortKey) -> type:
     return _SORT_COLUMNS.get(key.param.type, ("", "", str))[2]
 
 
-def order_by(columns: Sequence[Any], descending: Sequence[bool], nullable: Sequence[bool]) -> list[Any]:
+def order_by(
+    columns: Sequence[Any], descending: Sequence[bool], nullable: Sequence[bool], reverse: bool = False
+) -> list[Any]:
+    """The page order (NULLs last), or exactly its reverse (for the page before a keyset)."""
     clauses = []
     for column, down, may_be_null in zip(columns, descending, nullable, strict=True):
-        clause = column.desc() if down else column.asc()
-        clauses.append(clause.nulls_last() if may_be_null else clause)
+        clause = column.desc() if down != reverse else column.asc()
+        if may_be_null:
+            clause = clause.nulls_first() if reverse else clause.nulls_last()
+        clauses.append(clause)
     return clauses
+
+
+def before_predicate(
+    columns: Sequence[Any], descending: Sequence[bool], nullable: Sequence[bool], key: Sequence[Any]
+) -> ColumnElement[bool]:
+    """Rows strictly before `key` in the page order: neither after it nor the keyed row itself
+    (the order is total: resource type and id end every key). Unknown comparisons count as false."""
+    after = func.coalesce(after_predicate(columns, descending, nullable, key), false())
+    same_row = and_(columns[-2] == key[-2], columns[-1] == key[-1])
+    return and_(~after, ~same_row)
 
 
 def after_predicate(

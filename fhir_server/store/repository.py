@@ -227,13 +227,14 @@ class UnitOfWork:
         limit: int = 50,
         after: Sequence[Any] | None = None,
         types: tuple[str, ...] = (),
+        backwards: bool = False,
     ) -> list[Found]:
         """One page of current, visible resources of `resource_type` (None: a system search over
         `types`, or every type when empty) matching every clause, in `sort` order then by
         (resource_type, id); `after` is the keyset of the last row of the previous page."""
         if after is not None:
             after = check_keyset(after, sort)
-        statement = page_statement(resource_type, types, clauses, sort, limit, after, self._visible)
+        statement = page_statement(resource_type, types, clauses, sort, limit, after, self._visible, backwards)
         found = []
         for row in self._run(self._narrow(statement)):
             version = _version(row)
