@@ -26,5 +26,8 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.rest
 
+bench-search: $(STAMP)
+	$(BIN)/python -m bench.search
+
 clean:
 	rm -rf $(VENV) var

@@ -10,11 +10,12 @@ from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-import fhir_server.ops.validate  # noqa: F401  (registers $validate)
+import fhir_server.ops.catalogue  # noqa: F401  (registers every $operation)
 from fhir_server.api import errors
 from fhir_server.api.fastpath import FastReadMiddleware
 from fhir_server.api.middleware import RequestLogMiddleware, configure_logging
 from fhir_server.api.routes import routes, started_at
+from fhir_server.interactions import reindex
 from fhir_server.model import validate as validation
 from fhir_server.settings import Settings
 from fhir_server.store.engine import make_engine
@@ -27,9 +28,11 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     validation.warm_up()
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(application: FastAPI) -> AsyncIterator[None]:
         to_thread.current_default_thread_limiter().total_tokens = settings.worker_threads
+        stop_jobs = reindex.start_worker(application.state.store)
         yield
+        stop_jobs.set()
 
     app = FastAPI(title="FHIR R4 server", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.settings = settings

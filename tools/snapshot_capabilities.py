@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import fhir_server.ops.validate  # noqa: F401  (registers $validate)
+import fhir_server.ops.catalogue  # noqa: F401  (registers every $operation)
 from fhir_server.interactions.capabilities import capability_statement
 from fhir_server.ops.registry import OPERATIONS
 

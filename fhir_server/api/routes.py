@@ -98,7 +98,7 @@ async def _operation(
     request: Request, operation: str, resource_type: str, resource_id: str | None, level: str
 ) -> Response:
     op = OPERATIONS.get(operation.removeprefix("$")) if operation.startswith("$") else None
-    if op is None or not getattr(op, f"{level}_level"):
+    if op is None or not getattr(op, f"{level}_level") or not op.applies_to(resource_type):
         raise NotFound(f"Operation '{operation}' is not known at {level} level", "operation-unknown")
     env = env_of(request)
     body = (await read_body(request))[0] if request.method == "POST" else None

@@ -13,6 +13,7 @@ from typing import Any
 from fhir_server.model.schema import resource_types
 from fhir_server.search import capability
 from fhir_server.search.params import SearchParam
+from fhir_server.search.registry import generation
 
 FHIR_VERSION = "4.0.1"
 SOFTWARE_VERSION = "0.1.0"
@@ -33,11 +34,12 @@ PATCH_FORMATS = ("application/json-patch+json", "application/fhir+json", "applic
 
 
 def capability_statement(base_url: str, operations: Iterable[Any], published: str) -> dict[str, Any]:
-    return _statement(base_url, tuple(operations), published)
+    return _statement(base_url, tuple(operations), published, generation())
 
 
 @lru_cache(maxsize=16)
-def _statement(base_url: str, operations: tuple[Any, ...], published: str) -> dict[str, Any]:
+def _statement(base_url: str, operations: tuple[Any, ...], published: str, _generation: int) -> dict[str, Any]:
+    """Cached per registry generation: a custom SearchParameter changes what is listed."""
     system_operations = [op for op in operations if op.system_level]
     rest: dict[str, Any] = {
         "mode": "server",
@@ -80,7 +82,7 @@ def _resource(kind: str, operations: list[Any]) -> dict[str, Any]:
     if revincludes:
         entry["searchRevInclude"] = list(revincludes)
     entry["searchParam"] = [_search_param(param) for param in capability.searchable(kind)]
-    type_operations = [op for op in operations if op.type_level or op.instance_level]
+    type_operations = [op for op in operations if (op.type_level or op.instance_level) and op.applies_to(kind)]
     if type_operations:
         entry["operation"] = _operations(type_operations)
     return entry

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fhir_server.errors import Invalid
-from fhir_server.interactions import searchset
+from fhir_server.interactions import custom_params, searchset
 from fhir_server.interactions.context import Env, Result
 from fhir_server.search.clauses import AnyClause, Clause, Include, ParamClause, ReferenceValue
 from fhir_server.search.query import SearchRequest, parse_search
@@ -31,15 +31,16 @@ def search(
     strict: bool = True,
     compartment: tuple[str, str] | None = None,
 ) -> Result:
-    request = parse_search(
-        resource_type, params, search_param, strict, env.settings.default_page_size, env.settings.max_page_size
-    )
-    clauses = list(request.clauses)
-    if compartment is not None:
-        assert resource_type is not None
-        clauses.append(_compartment_clause(compartment, resource_type))
-    backwards, key = _page(request.page)
     with env.store.unit_of_work(env.visibility, read_only=True) as uow:
+        custom_params.sync(uow)  # parameters another process just defined are searchable too
+        request = parse_search(
+            resource_type, params, search_param, strict, env.settings.default_page_size, env.settings.max_page_size
+        )
+        clauses = list(request.clauses)
+        if compartment is not None:
+            assert resource_type is not None
+            clauses.append(_compartment_clause(compartment, resource_type))
+        backwards, key = _page(request.page)
         rows: list[Found] = []
         if request.count > 0 and request.summary != "count":
             limit = request.count + 1

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fhir_server.errors import Conflict
+from fhir_server.interactions import custom_params
 from fhir_server.model.json import dumps
 from fhir_server.search.indexing import index_rows
 from fhir_server.store.repository import StoredVersion, UnitOfWork
@@ -42,7 +43,15 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
+def _before_write(uow: UnitOfWork, resource: dict[str, Any]) -> None:
+    """Custom search parameters: refuse unusable definitions, and index with the current set."""
+    if resource["resourceType"] == "SearchParameter":
+        custom_params.check_definition(resource)
+    custom_params.sync(uow)
+
+
 def write_new(uow: UnitOfWork, resource: dict[str, Any], resource_id: str | None = None) -> StoredVersion:
+    _before_write(uow, resource)
     resource_type = resource["resourceType"]
     resource_id = resource_id or new_id()
     moment = utc_now()
@@ -51,10 +60,12 @@ def write_new(uow: UnitOfWork, resource: dict[str, Any], resource_id: str | None
     )
     uow.create(stored)
     uow.replace_index(resource_type, resource_id, index_rows(resource), fresh=True)
+    custom_params.written(uow, resource)
     return stored
 
 
 def write_version(uow: UnitOfWork, current: StoredVersion, resource: dict[str, Any], method: str) -> StoredVersion:
+    _before_write(uow, resource)
     version_id = current.version_id + 1
     moment = max(utc_now(), current.last_updated)
     content = stamp(resource, current.id, version_id, moment)
@@ -62,6 +73,7 @@ def write_version(uow: UnitOfWork, current: StoredVersion, resource: dict[str, A
     if not uow.replace(stored, current.version_id):
         raise Conflict(f"{current.resource_type}/{current.id} was changed concurrently", "version-conflict")
     uow.replace_index(current.resource_type, current.id, index_rows(resource))
+    custom_params.written(uow, resource)
     return stored
 
 

@@ -21,6 +21,10 @@ class Operation:
     instance_level: bool = False
     system_level: bool = False
     affects_state: bool = False
+    resource_types: frozenset[str] | None = None  # None: every type
+
+    def applies_to(self, resource_type: str) -> bool:
+        return self.resource_types is None or resource_type in self.resource_types
 
 
 OPERATIONS: dict[str, Operation] = {}

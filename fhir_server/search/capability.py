@@ -12,16 +12,18 @@ from functools import cache
 from fhir_server.model.schema import resource_types
 from fhir_server.search.criteria import MODIFIERS, PENDING_MODIFIERS
 from fhir_server.search.params import SearchParam
-from fhir_server.search.registry import search_params
+from fhir_server.search.registry import generation, is_ready, search_params
 
 _FROM_RESOURCE_TABLE = frozenset({"_id", "_lastUpdated"})
 
 
 def searchable(resource_type: str) -> list[SearchParam]:
+    """Parameters that work: answered from the resource table, or indexed (custom ones once their
+    reindex is done)."""
     return [
         param
         for param in search_params(resource_type).values()
-        if param.code in _FROM_RESOURCE_TABLE or param.table is not None
+        if param.code in _FROM_RESOURCE_TABLE or (param.table is not None and is_ready(param))
     ]
 
 
@@ -37,8 +39,12 @@ def includes(resource_type: str) -> list[str]:
     return [f"{resource_type}:{code}" for code in sorted(references)] + ["*"] if references else []
 
 
-@cache
 def revincludes(resource_type: str) -> tuple[str, ...]:
+    return _revincludes(resource_type, generation())
+
+
+@cache
+def _revincludes(resource_type: str, _generation: int) -> tuple[str, ...]:
     found = []
     for source in sorted(resource_types()):
         for param in searchable(source):

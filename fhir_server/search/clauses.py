@@ -17,6 +17,23 @@ Index rows, one per extracted value (`IndexRow.values` holds the columns of its 
 - reference (target_type, target_id, url): `Type/id` split; absolute, canonical and urn references
   in `url`.
 - uri (value): as written.
+- composite (element_key, component, then the value columns of the component's type): one row
+  per value of one component of one element the composite's expression selects (an Observation,
+  one Observation.component, one UsageContext); `element_key` numbers those elements within the
+  resource (per parameter), `component` is the component's position. Token, string, quantity,
+  reference and uri components use the columns named above; a number uses `low`/`high` (floats),
+  a date `date_low`/`date_high`. Only elements with a value for every component are indexed. A
+  search value `a$b` matches when one element has a row of component 0 matching `a` and a row
+  of component 1 matching `b`: one EXISTS over the table joined to itself on element_key.
+
+Rows under derived parameter names (search/params.py):
+
+- `<reference param>:identifier` (token table): Reference.identifier (system, value, type.text),
+  for `:identifier` (search.html#reference).
+- `<token param>:of-type` (token table): each Identifier with a value, once per Identifier.type
+  coding with a system and a code: system = the coding's system, code = `of_type_code(coding
+  code, value)` (`MR|12345`, a `|` or `\\` in the coding code escaped), for `:of-type`
+  (search.html#token).
 """
 
 from __future__ import annotations
@@ -90,7 +107,25 @@ class UriValue:
     uri: str
 
 
-Value = Token | StringValue | DateValue | NumberValue | QuantityValue | ReferenceValue | UriValue
+@dataclass(frozen=True)
+class CompositeValue:
+    """`a$b`: one value per component, in order, each of its component's type (search.html#composite)."""
+
+    parts: tuple[Value, ...]
+
+
+@dataclass(frozen=True)
+class CodeSet:
+    """A token search value the store resolved from stored terminology (search.html#token: the
+    ValueSet of `:in` / `:not-in`, the CodeSystem hierarchy of `:above` / `:below`): codes by
+    system, sorted; system None matches the codes in any system."""
+
+    codes: tuple[tuple[str | None, tuple[str, ...]], ...]
+
+
+Value = (
+    Token | StringValue | DateValue | NumberValue | QuantityValue | ReferenceValue | UriValue | CompositeValue | CodeSet
+)
 
 
 # --- clauses -----------------------------------------------------------------------------------
@@ -150,7 +185,43 @@ class AnyClause:
     clauses: tuple[Clause, ...]
 
 
-Clause = IdClause | LastUpdatedClause | ParamClause | TokenClause | ChainClause | HasClause | AnyClause
+@dataclass(frozen=True)
+class AllClause:
+    """Every one of several clauses (`_filter`'s `and`); no clauses: every resource."""
+
+    clauses: tuple[Clause, ...]
+
+
+@dataclass(frozen=True)
+class NotClause:
+    """Resources that do not match `clause` (`_filter`'s `not(...)`)."""
+
+    clause: Clause
+
+
+@dataclass(frozen=True)
+class CompareClause:
+    """A `_filter` comparison no URL search form expresses (search_filter.html#ops), matched per
+    index row of `param`: string `eq` (whole value, normalised), `ew` (ends with, normalised) and
+    `ne`; token, reference and uri `ne` (a value other than the given one); date `po` (overlaps)."""
+
+    param: SearchParam
+    operator: str
+    value: Value
+
+
+Clause = (
+    IdClause
+    | LastUpdatedClause
+    | ParamClause
+    | TokenClause
+    | ChainClause
+    | HasClause
+    | AnyClause
+    | AllClause
+    | NotClause
+    | CompareClause
+)
 
 
 @dataclass(frozen=True)

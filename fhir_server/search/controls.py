@@ -37,7 +37,7 @@ def parse_sort(scope: Scope, types: tuple[str, ...], raw: str) -> tuple[SortKey,
         if code == "_score" or "." in code:
             raise Problem(UNSUPPORTED, f"Sorting by '{code}' is not supported")
         param = resolve(scope, types, code)
-        if param.type not in MODIFIERS or not param.expression:
+        if param.type not in MODIFIERS or param.type == "composite" or not param.expression:
             raise Problem(UNSUPPORTED, f"Sorting by {param.type} parameter '{code}' is not supported")
         keys.append(SortKey(param, descending))
     return tuple(keys)

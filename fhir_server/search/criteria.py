@@ -24,7 +24,9 @@ from fhir_server.search.clauses import (
     ParamClause,
     Value,
 )
+from fhir_server.search.composite import parse_composite
 from fhir_server.search.params import SearchParam
+from fhir_server.search.special import LIST_ITEM, parse_list, parse_subsumption, parse_value_set
 from fhir_server.search.syntax import MODIFIER, UNKNOWN, UNSUPPORTED, VALUE, Problem, or_values, unescape
 from fhir_server.search.values import (
     LOGICAL_ID,
@@ -42,26 +44,27 @@ from fhir_server.search.values import (
 Lookup = Callable[[str, str], SearchParam | None]
 
 # Modifiers per parameter type (search.html#modifiers); `:missing` applies to all of them, and a
-# reference also takes `:[type]`. Composite and special parameters are not supported yet.
+# reference also takes `:[type]`. Special parameters are not supported yet.
 MODIFIERS: dict[str, frozenset[str]] = {
+    "composite": frozenset(),
     "number": frozenset(),
     "date": frozenset(),
     "quantity": frozenset(),
     "string": frozenset({"exact", "contains"}),
-    "token": frozenset({"text", "not", "above", "below", "of-type"}),
+    "token": frozenset({"text", "not", "above", "below", "in", "not-in", "of-type"}),
     "uri": frozenset({"above", "below"}),
     "reference": frozenset({"identifier"}),
 }
 # Defined by search.html#modifiers but not implemented yet ("search-parameter-unsupported", where a
-# modifier that does not apply to the type is "search-modifier-unsupported"): value set expansion
-# (token :in, :not-in), advanced text search (string :text), hierarchies (reference :above, :below).
+# modifier that does not apply to the type is "search-modifier-unsupported"): advanced text
+# search (string :text), hierarchies (reference :above, :below).
 PENDING_MODIFIERS: dict[str, frozenset[str]] = {
-    "token": frozenset({"in", "not-in"}),
     "string": frozenset({"text"}),
     "reference": frozenset({"above", "below"}),
 }
-# Parameters for all resources that are not implemented yet (search.html#all, #text, #list, #query, #filter).
-PENDING_PARAMETERS = frozenset({"_text", "_content", "_list", "_query", "_filter"})
+# Parameters for all resources that are not implemented yet (search.html#all, #text, #query); `_filter`
+# is read by query.py (filter.py), as a parameter of the search itself, never in a chain or `_has`.
+PENDING_PARAMETERS = frozenset({"_text", "_content", "_query", "_filter"})
 
 
 @dataclass(frozen=True)
@@ -96,7 +99,7 @@ def resolve(scope: Scope, types: tuple[str, ...], code: str, every_type: bool = 
 
 
 def param_clause(scope: Scope, param: SearchParam, modifier: str | None, raw: str) -> ParamClause:
-    if param.type not in MODIFIERS or not param.expression:
+    if param.type not in MODIFIERS or param.table is None:  # no expression, or a composite without usable parts
         raise Problem(UNSUPPORTED, f"Search parameter '{param.code}' ({param.type}) is not supported yet")
     if modifier == "missing":
         return ParamClause(param, missing=_boolean(raw))
@@ -124,6 +127,8 @@ def target_type(param: SearchParam, name: str) -> str:
 def _simple(scope: Scope, types: tuple[str, ...], code: str, modifier: str | None, raw: str, every: bool) -> Clause:
     if code in PENDING_PARAMETERS:
         raise Problem(UNSUPPORTED, f"Search parameter '{code}' is not supported yet")
+    if code == "_list":
+        return parse_list(scope.lookup(*LIST_ITEM), modifier, raw)
     if code in ("_id", "_lastUpdated"):
         if modifier is not None:
             raise Problem(MODIFIER, f"Modifier ':{modifier}' does not apply to '{code}'")
@@ -171,6 +176,8 @@ def _has(scope: Scope, types: tuple[str, ...], name: str, raw: str) -> HasClause
 
 def _value(scope: Scope, param: SearchParam, modifier: str | None, type_modifier: str | None, text: str) -> Value:
     kind = param.type
+    if kind == "composite":
+        return parse_composite(param, text, lambda part, value: _value(scope, part, None, None, value))
     if kind == "number":
         return parse_number(text)
     if kind == "date":
@@ -184,6 +191,10 @@ def _value(scope: Scope, param: SearchParam, modifier: str | None, type_modifier
     if kind == "token":
         if modifier == "text":
             return parse_string(text)
+        if modifier in ("in", "not-in"):
+            return parse_value_set(text)
+        if modifier in ("above", "below"):
+            return parse_subsumption(text, modifier)
         return parse_of_type(text) if modifier == "of-type" else parse_token(text)
     if modifier == "identifier":
         return parse_token(text)

@@ -22,6 +22,15 @@ R4 search.html#ptypes and the column table in clauses.py:
 - uri: uri/url/canonical/oid/uuid values as written.
 
 Values of any other type are not indexable by that parameter type and are skipped.
+
+Alongside: a Reference's `identifier` as a token row under `<param>:identifier`, and an
+Identifier's value with each of its type codings under `<param>:of-type` (search/clauses.py).
+
+Composite parameters (search.html#composite): the parameter's expression selects elements; each
+component's expression (relative to the element, fhirpath_compile.compile_relative) gives values
+that the component type's conversion above turns into columns, placed into the composite table's
+columns (a date's low/high as date_low/date_high, a number's as floats). An element is indexed
+when every component has a value; identical elements once.
 """
 
 from __future__ import annotations
@@ -29,20 +38,40 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from decimal import Decimal
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 from fhir_server.errors import Invalid
 from fhir_server.model.dates import parse_instant_range
 from fhir_server.search.clauses import IndexRow
-from fhir_server.search.fhirpath_compile import Extractor, compile_expression, fallback, is_a
+from fhir_server.search.fhirpath_compile import Extractor, compile_expression, compile_relative, fallback, is_a
 from fhir_server.search.fhirpath_parse import Unsupported
 from fhir_server.search.normalize import UCUM, normalize, split_reference, ucum_canonical
-from fhir_server.search.params import SearchParam
-from fhir_server.search.registry import search_params
+from fhir_server.search.params import SearchParam, identifier_param, of_type_code, of_type_param
+from fhir_server.search.registry import generation, search_params
 
 Columns = dict[str, Any]
 Convert = Callable[[Any, str], Iterator[Columns]]
+Rows = Callable[[dict[str, Any]], Iterator[IndexRow]]
+
+# The value columns of idx_composite (store/schema.py), every one in every row.
+COMPOSITE_COLUMNS = (
+    "system",
+    "code",
+    "text",
+    "value",
+    "exact",
+    "low",
+    "high",
+    "canonical_code",
+    "canonical_low",
+    "canonical_high",
+    "date_low",
+    "date_high",
+    "target_type",
+    "target_id",
+    "url",
+)
 
 ISO_4217 = "urn:iso:std:iso:4217"
 _NAME_PARTS = ("family", "given", "text", "prefix", "suffix")
@@ -60,10 +89,15 @@ def extractor(expression: str) -> Extractor:
         return fallback(expression)
 
 
-@cache
-def _indexed(resource_type: str) -> tuple[tuple[SearchParam, Extractor, Convert], ...]:
+def _indexed(resource_type: str) -> tuple[tuple[str, Rows], ...]:
+    return _indexed_in(resource_type, generation())
+
+
+@lru_cache(maxsize=1024)
+def _indexed_in(resource_type: str, _generation: int) -> tuple[tuple[str, Rows], ...]:
+    """Row makers of a type's parameters, for one generation of the registry (custom parameters)."""
     return tuple(
-        (param, extractor(param.expression), _CONVERTERS[param.table])
+        (param.code, _composite_rows(param) if param.table == "composite" else _value_rows(param))
         for param in search_params(resource_type).values()
         if param.table is not None and param.expression is not None
     )
@@ -73,17 +107,104 @@ def index_rows(resource: dict[str, Any], skip: frozenset[str] = frozenset()) -> 
     """One row per distinct value of every indexed parameter of the resource's type (`skip`:
     codes to leave out)."""
     rows: list[IndexRow] = []
-    for param, extract, convert in _indexed(resource["resourceType"]):
-        if param.code in skip:
+    seen: set[tuple[Any, ...]] = set()
+    for code, make in _indexed(resource["resourceType"]):
+        if code in skip:
             continue
-        seen: set[tuple[Any, ...]] = set()
+        for row in make(resource):
+            key = (row.param, *row.values.values())
+            if key not in seen:
+                seen.add(key)
+                rows.append(row)
+    return rows
+
+
+def _value_rows(param: SearchParam) -> Rows:
+    extract, table, code = extractor(param.expression or ""), param.table or "", param.code
+    convert = _CONVERTERS[table]
+    alongside = _ALONGSIDE.get(table)
+
+    def make(resource: dict[str, Any]) -> Iterator[IndexRow]:
         for value, type_key in extract(resource):
             for columns in convert(value, type_key):
-                key = tuple(columns.values())
-                if key not in seen:
-                    seen.add(key)
-                    rows.append(IndexRow(param.table or "", param.code, columns))
-    return rows
+                yield IndexRow(table, code, columns)
+            if alongside is not None:
+                yield from alongside(code, value, type_key)
+
+    return make
+
+
+def _identifier_rows(code: str, value: Any, type_key: str) -> Iterator[IndexRow]:
+    """`Reference.identifier`, for `:identifier` (search.html#reference)."""
+    if type_key == "Reference" and isinstance(value, dict) and isinstance(value.get("identifier"), dict):
+        for columns in token_columns(value["identifier"], "Identifier"):
+            yield IndexRow("token", identifier_param(code), columns)
+
+
+def _of_type_rows(code: str, value: Any, type_key: str) -> Iterator[IndexRow]:
+    """An Identifier's value under each of its type codings, for `:of-type` (search.html#token)."""
+    if type_key != "Identifier" or not isinstance(value, dict):
+        return
+    kind, number = value.get("type"), value.get("value")
+    if not isinstance(kind, dict) or not isinstance(number, str) or not number:
+        return
+    for coding in kind.get("coding") or ():
+        system = coding.get("system") if isinstance(coding, dict) else None
+        type_code = coding.get("code") if isinstance(coding, dict) else None
+        if isinstance(system, str) and system and isinstance(type_code, str) and type_code:
+            columns = {"system": system, "code": of_type_code(type_code, number), "text": None}
+            yield IndexRow("token", of_type_param(code), columns)
+
+
+_ALONGSIDE: dict[str, Callable[[str, Any, str], Iterator[IndexRow]]] = {
+    "reference": _identifier_rows,
+    "token": _of_type_rows,
+}
+
+
+# --- composite ---------------------------------------------------------------------------------
+
+_EMPTY_COMPOSITE: Columns = dict.fromkeys(COMPOSITE_COLUMNS)
+
+
+def _placed(kind: str, columns: Columns) -> Columns:
+    """A component value's columns as idx_composite holds them (every column present)."""
+    if kind == "date":
+        return {**_EMPTY_COMPOSITE, "date_low": columns["low"], "date_high": columns["high"]}
+    if kind == "number":
+        return {**_EMPTY_COMPOSITE, "low": _float(columns["low"]), "high": _float(columns["high"])}
+    return {**_EMPTY_COMPOSITE, **columns}
+
+
+def _composite_rows(param: SearchParam) -> Rows:
+    elements, code = extractor(param.expression or ""), param.code
+    parts = [(compile_relative(c.expression), _CONVERTERS[c.type], c.type) for c in param.components]
+
+    def component_values(element: tuple[Any, str], resource: dict[str, Any]) -> list[list[Columns]] | None:
+        found: list[list[Columns]] = []
+        for extract, convert, kind in parts:
+            values = [_placed(kind, columns) for item in extract(element, resource) for columns in convert(*item)]
+            if not values:
+                return None
+            found.append(values)
+        return found
+
+    def make(resource: dict[str, Any]) -> Iterator[IndexRow]:
+        seen: set[tuple[Any, ...]] = set()
+        for element in elements(resource):
+            found = component_values(element, resource)
+            if found is None:
+                continue
+            signature = tuple(tuple(tuple(columns.values()) for columns in values) for values in found)
+            if signature in seen:
+                continue
+            seen.add(signature)
+            key = len(seen) - 1
+            for position, values in enumerate(found):
+                for columns in values:
+                    yield IndexRow("composite", code, {"element_key": key, "component": position, **columns})
+
+    return make
 
 
 def _strings(value: Any) -> Iterator[str]:

@@ -308,6 +308,36 @@ def compile_expression(expression: str) -> Extractor:
     return extract
 
 
+RelativeExtractor = Callable[[Item, dict[str, Any]], list[Item]]
+"""An expression evaluated on one element (an item), with the resource that holds it."""
+
+_RESOURCE_VARIABLE = "%resource."
+
+
+def compile_relative(expression: str) -> RelativeExtractor:
+    """A composite component's expression, relative to the element the composite selects (R4
+    searchparameter.html: SearchParameter.component.expression). `%resource.path` reads `path`
+    from the whole resource (fhirpath.html#environment-variables); outside the subset, fhirpathpy
+    on the element (whose values then carry the types their shape suggests)."""
+    if expression.startswith(_RESOURCE_VARIABLE):
+        step = _compile(parse(expression[len(_RESOURCE_VARIABLE) :]))
+        return lambda item, root: step([(root, _kind(root))], root)
+    try:
+        relative = _compile(parse(expression))
+    except Unsupported:
+        return _relative_fallback(expression)
+    return lambda item, root: relative([item], root)
+
+
+def _relative_fallback(expression: str) -> RelativeExtractor:
+    path = fhirpathpy.compile(expression, models["r4"], options={"returnRawData": True})
+
+    def extract(item: Item, root: dict[str, Any]) -> list[Item]:
+        return [_typed(node) for node in path(item[0], {"resource": root})]
+
+    return extract
+
+
 def fallback(expression: str) -> Extractor:
     """fhirpathpy with the R4 model and the same `resolve()`, for expressions outside the subset."""
 

@@ -3,7 +3,8 @@
 `parse_search` reads the decoded `name=value` pairs of a search: a repeated parameter is AND-ed
 (one clause each), the comma-separated values of one occurrence are OR-ed. The parameter
 definitions come from `lookup` (the registry's `search_param`, injected so that nothing here
-depends on which definitions are loaded).
+depends on which definitions are loaded). A `_filter` expression (filter.py) is one clause, its
+value never split on commas.
 
 Errors (search.html#errors): under `Prefer: handling=strict` (`strict=True`, the default) every
 unknown or unsupported parameter, unsupported modifier or malformed value is reported, one issue
@@ -31,6 +32,7 @@ from fhir_server.search.controls import (
     parse_types,
 )
 from fhir_server.search.criteria import Lookup, Scope, parse_criterion
+from fhir_server.search.filter import parse_filter
 from fhir_server.search.syntax import MODIFIER, UNSUPPORTED, VALUE, Problem
 from fhir_server.search.values import all_resource_types
 
@@ -143,6 +145,10 @@ def _one(state: _State, scope: Scope, searched: tuple[str, ...], name: str, raw:
         state.seen.add(base)
         if base == "_count":
             raw = str(state.count)
+    elif base == "_filter":
+        if modifier:
+            raise Problem(MODIFIER, "'_filter' takes no modifier")
+        state.clauses.append(parse_filter(scope, searched, raw))
     elif base in _PENDING:
         raise Problem(UNSUPPORTED, f"'{base}' is not supported yet")
     elif base not in PASSED_THROUGH:

@@ -19,7 +19,7 @@ import gzip
 import json
 import re
 from collections.abc import Mapping
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 from types import MappingProxyType
 from typing import Any
@@ -39,6 +39,17 @@ EXPRESSION_OVERRIDES: dict[tuple[str, str], str | None] = {
     ("Bundle", "composition"): "Bundle.entry[0].resource as Composition",
     ("Bundle", "message"): "Bundle.entry[0].resource as MessageHeader",
 }
+
+# Departures in composite components, keyed by (base type, code): the component expressions by
+# position. R4's DocumentReference `relationship` swaps them: its `relatesto` (reference) component
+# reads `code` and its `relation` (token) component reads `target`, which can never match.
+COMPONENT_OVERRIDES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("DocumentReference", "relationship"): ("target", "code"),
+}
+# FHIRPath system type names that component expressions cast to where the FHIR type is meant:
+# `value.as(DateTime)` (Observation code-value-date) reads a dateTime value (fhirpath.html#types).
+_SYSTEM_TYPES = {"DateTime": "dateTime", "Date": "date", "String": "string", "Boolean": "boolean"}
+_SYSTEM_CAST = re.compile(r"\b(as|ofType|is)\((DateTime|Date|String|Boolean)\)")
 
 _TYPE_PREFIX = re.compile(r"\(*\s*([A-Za-z]+)")
 
@@ -107,7 +118,7 @@ def _param(definition: dict[str, Any], resource_type: str) -> SearchParam:
         expression = None
     else:
         expression = narrow(definition.get("expression"), resource_type)
-    components = tuple(Component(part["definition"], part["expression"]) for part in definition.get("component", ()))
+    components = _components(definition, resource_type)
     return SearchParam(
         resource_type=resource_type,
         code=code,
@@ -117,6 +128,26 @@ def _param(definition: dict[str, Any], resource_type: str) -> SearchParam:
         targets=tuple(definition.get("target", ())),
         components=components,
     )
+
+
+@cache
+def _types_by_url() -> Mapping[str, str]:
+    return MappingProxyType({d["url"]: d["type"] for d in _definitions() if "url" in d})
+
+
+def _components(definition: dict[str, Any], resource_type: str) -> tuple[Component, ...]:
+    """A composite's components, each with the type of the parameter its definition URL names."""
+    parts = definition.get("component", ())
+    expressions = COMPONENT_OVERRIDES.get((resource_type, definition["code"])) or [p["expression"] for p in parts]
+    types = _types_by_url()
+    return tuple(
+        Component(part["definition"], _SYSTEM_CAST.sub(_fhir_cast, expression), types.get(part["definition"], ""))
+        for part, expression in zip(parts, expressions, strict=True)
+    )
+
+
+def _fhir_cast(match: re.Match[str]) -> str:
+    return f"{match[1]}({_SYSTEM_TYPES[match[2]]})"
 
 
 def _bases(definition: dict[str, Any]) -> list[str]:
@@ -141,12 +172,54 @@ def _all_params() -> Mapping[str, Mapping[str, SearchParam]]:
 
 
 def search_params(resource_type: str) -> Mapping[str, SearchParam]:
-    """Every search parameter of a resource type by code (read-only; empty for unknown types)."""
-    return _all_params().get(resource_type, MappingProxyType({}))
+    """Every search parameter of a resource type by code, the official ones and the custom ones
+    stored on this server (read-only; empty for unknown types)."""
+    return _merged(resource_type, _custom["generation"])
 
 
 def search_param(resource_type: str, code: str) -> SearchParam | None:
     return search_params(resource_type).get(code)
+
+
+def official_params(resource_type: str) -> Mapping[str, SearchParam]:
+    """The parameters the R4 specification defines for a type, without custom ones."""
+    return _all_params().get(resource_type, MappingProxyType({}))
+
+
+def official_param(resource_type: str, code: str) -> SearchParam | None:
+    return official_params(resource_type).get(code)
+
+
+# Custom SearchParameters (search.html#custom), installed from the stored resources by
+# interactions/custom_params.py. `generation` changes with every install, so caches keyed by it
+# (here and in extract.py) never serve a stale set; `ready` holds the URLs whose reindex is done.
+_custom: dict[str, Any] = {"generation": 0, "by_type": {}, "ready": frozenset()}
+
+
+def install_custom(definitions: list[dict[str, Any]], ready: set[str | None]) -> None:
+    by_type: dict[str, dict[str, SearchParam]] = {}
+    for definition in definitions:
+        for resource_type in _bases(definition):
+            by_type.setdefault(resource_type, {})[definition["code"]] = _param(definition, resource_type)
+    _custom.update(by_type=by_type, ready=frozenset(url for url in ready if url), generation=_custom["generation"] + 1)
+
+
+def generation() -> int:
+    return int(_custom["generation"])
+
+
+def is_ready(param: SearchParam) -> bool:
+    """Official parameters always are; custom ones once their reindex job has finished."""
+    return official_param(param.resource_type, param.code) == param or param.url in _custom["ready"]
+
+
+@lru_cache(maxsize=512)
+def _merged(resource_type: str, _generation: int) -> Mapping[str, SearchParam]:
+    official = _all_params().get(resource_type, MappingProxyType({}))
+    custom = _custom["by_type"].get(resource_type)
+    if not custom:
+        return official
+    return MappingProxyType(dict(sorted({**official, **custom}.items())))
 
 
 @cache

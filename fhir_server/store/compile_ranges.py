@@ -108,6 +108,7 @@ def date_condition(bounds: Bounds, value: Value, now: datetime | None = None) ->
         "sa": lambda: bounds.low_ge(high),
         "eb": lambda: bounds.high_le(low),
         "ap": lambda: and_(bounds.low_lt(high), bounds.high_gt(low)),
+        "po": lambda: and_(bounds.low_lt(high), bounds.high_gt(low)),  # overlaps: `_filter` only
     }
     if value.prefix not in conditions:
         raise _unknown_prefix(value.prefix)

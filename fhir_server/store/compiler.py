@@ -7,9 +7,14 @@
             AND i.resource_id = <subject id> AND i.param = :code AND (<value 1> OR <value 2> ...))
 
 with the value conditions of compile_values.py and compile_ranges.py. `:missing` and token
-`:not` are the same EXISTS without values, or negated. Chains (search.html#chaining) and `_has`
-(#has) are one EXISTS over idx_reference joined to the resource on its other end, with the inner
-clause compiled against that resource, nested for deeper chains: always one SQL statement.
+`:not` are the same EXISTS without values, or negated. Reference `:identifier` and token
+`:of-type` read token rows under a derived parameter name (search/params.py); a composite is one
+EXISTS over idx_composite joined to itself per component (compile_composite.py). Chains
+(search.html#chaining) and `_has` (#has) are one EXISTS over idx_reference joined to the resource
+on its other end, with the inner clause compiled against that resource, nested for deeper chains:
+always one SQL statement. Token `:in`, `:not-in`, `:above` and `:below` match the codes that
+compile_terminology.py read beforehand; `_filter`'s `and`/`or`/`not` are AND/OR/NOT of the parts
+(AllClause, AnyClause, NotClause), its other comparisons row conditions from compile_filter.py.
 
 Visibility: the resource on the other end of a chain or `_has` must be current, not deleted, and
 visible to the caller; `visible(row)` (given by the repository, from the caller's Visibility) is
@@ -23,22 +28,29 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, false, literal_column, not_, or_, select
+from sqlalchemy import and_, false, literal_column, not_, or_, select, true
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.expression import FromClause
 
-from fhir_server.errors import NotSupported
+from fhir_server.errors import Invalid, NotSupported
 from fhir_server.search.clauses import (
+    AllClause,
     AnyClause,
     ChainClause,
     Clause,
+    CompareClause,
     HasClause,
     IdClause,
     LastUpdatedClause,
+    NotClause,
     ParamClause,
     TokenClause,
     Value,
 )
+from fhir_server.search.params import identifier_param, of_type_code, of_type_param
+from fhir_server.search.values import OfTypeToken
+from fhir_server.store.compile_composite import composite_exists
+from fhir_server.store.compile_filter import compare_condition
 from fhir_server.store.compile_ranges import (
     column_bounds,
     date_condition,
@@ -46,6 +58,7 @@ from fhir_server.store.compile_ranges import (
     number_condition,
     quantity_condition,
 )
+from fhir_server.store.compile_terminology import CODE_SET_MODIFIERS, code_set_condition
 from fhir_server.store.compile_values import (
     reference_condition,
     string_condition,
@@ -108,6 +121,13 @@ def predicate(subject: Subject, clause: Clause, visible: Visible | None) -> Colu
         return _chain(subject, clause, visible)
     if isinstance(clause, AnyClause):
         return or_(*(predicate(subject, inner, visible) for inner in clause.clauses)) if clause.clauses else false()
+    if isinstance(clause, AllClause):
+        return and_(true(), *(predicate(subject, inner, visible) for inner in clause.clauses))
+    if isinstance(clause, NotClause):
+        return not_(predicate(subject, clause.clause, visible))
+    if isinstance(clause, CompareClause):
+        table = INDEX_TABLES[clause.param.table or ""].alias()
+        return _exists(table, subject, clause.param.code, compare_condition(table, clause))
     return _has(subject, clause, visible)
 
 
@@ -140,6 +160,15 @@ def _param(subject: Subject, clause: ParamClause) -> ColumnElement[bool]:
         return not_(_exists(table, subject, param.code, _any(clause.values, lambda v: token_condition(table, v))))
     if kind == "reference" and modifier == "identifier":
         return _reference_identifier(subject, clause)
+    if kind == "token" and modifier == "of-type":
+        return _of_type(subject, clause)
+    if kind == "token" and modifier in CODE_SET_MODIFIERS:  # values resolved by compile_terminology.py
+        present = _exists(table, subject, param.code, _any(clause.values, lambda v: code_set_condition(table, v)))
+        return not_(present) if modifier == "not-in" else present
+    if kind == "composite":
+        if modifier is not None:
+            raise unsupported("composite", modifier)
+        return composite_exists(subject.type, subject.id, param, clause.values)
     return _exists(table, subject, param.code, _values(kind, table, modifier, clause.values))
 
 
@@ -171,17 +200,24 @@ def _values(kind: str, table: FromClause, modifier: str | None, values: tuple[Va
     return _any(values, lambda v: quantity_condition(table, v))
 
 
-def identifier_param(code: str) -> str:
-    """Where `Reference.identifier` values of reference parameter `code` are indexed: token rows
-    under `<code>:identifier` (a convention shared with the extractor; no extra column needed)."""
-    return f"{code}:identifier"
-
-
 def _reference_identifier(subject: Subject, clause: ParamClause) -> ColumnElement[bool]:
     """`subject:identifier=system|value` (search.html#reference): the Reference.identifier."""
     table = token_index.alias()
     matches = _any(clause.values, lambda v: token_condition(table, v))
     return _exists(table, subject, identifier_param(clause.param.code), matches)
+
+
+def _of_type(subject: Subject, clause: ParamClause) -> ColumnElement[bool]:
+    """`identifier:of-type=system|code|value` (search.html#token): an Identifier whose type has
+    the coding system|code and whose value is `value`, from the `<code>:of-type` token rows."""
+    table = token_index.alias()
+
+    def condition(value: Value) -> ColumnElement[bool]:
+        if not isinstance(value, OfTypeToken):
+            raise Invalid(f"A {type(value).__name__} is not an :of-type search value", "search-value-invalid")
+        return and_(table.c.system == value.system, table.c.code == of_type_code(value.code or "", value.value))
+
+    return _exists(table, subject, of_type_param(clause.param.code), _any(clause.values, condition))
 
 
 def _reachable(row: FromClause, visible: Visible | None) -> ColumnElement[bool]:

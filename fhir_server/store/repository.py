@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, false, insert, select, text, true, tuple_, update
+from sqlalchemy import and_, bindparam, delete, false, func, insert, select, text, true, tuple_, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
@@ -21,6 +21,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from fhir_server.access import Visibility
 from fhir_server.errors import Conflict, Forbidden
 from fhir_server.search.clauses import Clause, IndexRow, SortKey
+from fhir_server.store import jobs
 from fhir_server.store.compile_search import (
     count_statement,
     page_statement,
@@ -28,6 +29,7 @@ from fhir_server.store.compile_search import (
     referencing_statement,
 )
 from fhir_server.store.compile_sort import check_keyset
+from fhir_server.store.compile_terminology import Terminology, needs_terminology
 from fhir_server.store.compiler import clause_predicate
 from fhir_server.store.engine import is_postgres
 from fhir_server.store.schema import INDEX_TABLES, resource, resource_version
@@ -124,6 +126,7 @@ class UnitOfWork:
         # Inserts of new resources wait here and go out as one executemany per table (psycopg
         # pipelines those): a transaction Bundle of 200 creates costs 3 statements, not 600.
         self._pending: dict[Any, list[dict[str, Any]]] = {}
+        self._terminology: Terminology | None = None
 
     def _queue(self, statement: Any, rows: list[dict[str, Any]]) -> None:
         self._pending.setdefault(statement, []).extend(rows)
@@ -155,6 +158,15 @@ class UnitOfWork:
         """The same visibility as a predicate on one `resource` table or alias: what chains,
         `_has` and includes apply to the resources they reach."""
         return true() if self.visibility.unrestricted else false()
+
+    def _resolved(self, clauses: Sequence[Clause]) -> Sequence[Clause]:
+        """`clauses` with the ValueSets and CodeSystem hierarchies they name read from the store
+        (token `:in`, `:not-in`, `:above`, `:below`; compile_terminology.py), once per unit of work."""
+        if not needs_terminology(clauses):
+            return clauses
+        if self._terminology is None:
+            self._terminology = Terminology(lambda statement: self._run(self._narrow(statement)).all(), self._visible)
+        return self._terminology.resolve(clauses)
 
     def current(self, resource_type: str, resource_id: str, for_update: bool = False) -> StoredVersion | None:
         query = self._narrow(_SELECT_CURRENT)
@@ -207,6 +219,7 @@ class UnitOfWork:
 
     def match(self, resource_type: str, clauses: Sequence[Clause], limit: int) -> list[StoredVersion]:
         """Current, not deleted, visible resources of a type matching every clause."""
+        clauses = self._resolved(clauses)
         query = (
             select(resource)
             .where(
@@ -234,6 +247,7 @@ class UnitOfWork:
         (resource_type, id); `after` is the keyset of the last row of the previous page."""
         if after is not None:
             after = check_keyset(after, sort)
+        clauses = self._resolved(clauses)
         statement = page_statement(resource_type, types, clauses, sort, limit, after, self._visible, backwards)
         found = []
         for row in self._run(self._narrow(statement)):
@@ -244,6 +258,7 @@ class UnitOfWork:
 
     def count(self, resource_type: str | None, clauses: Sequence[Clause], types: tuple[str, ...] = ()) -> int:
         """How many current, visible resources `search` would find on all pages together."""
+        clauses = self._resolved(clauses)
         return int(self._run(self._narrow(count_statement(resource_type, types, clauses, self._visible))).scalar_one())
 
     def referenced(
@@ -288,6 +303,60 @@ class UnitOfWork:
             .limit(query.limit)
         )
         return [_version(row) for row in self._run(statement)]
+
+    # --- custom search parameters and background jobs (interactions/custom_params.py, reindex.py)
+
+    def latest_change(self, resource_type: str) -> tuple[int, datetime | None]:
+        """How many current resources of a type exist and when the newest changed (a change marker)."""
+        query = select(func.count(), func.max(resource.c.last_updated)).where(resource.c.resource_type == resource_type)
+        count, newest = self._run(self._narrow(query)).one()
+        return int(count), newest
+
+    def current_contents(self, resource_type: str) -> list[bytes]:
+        query = select(resource.c.content).where(
+            resource.c.resource_type == resource_type, resource.c.deleted == false()
+        )
+        return [row.content for row in self._run(self._narrow(query))]
+
+    def count_current(self, resource_type: str) -> int:
+        query = select(func.count()).where(resource.c.resource_type == resource_type, resource.c.deleted == false())
+        return int(self._run(self._narrow(query)).scalar_one())
+
+    def current_page(self, resource_type: str, after_id: str | None, limit: int) -> list[StoredVersion]:
+        """Current resources of a type in id order, after `after_id` (a job's keyset position)."""
+        conditions = [resource.c.resource_type == resource_type, resource.c.deleted == false()]
+        if after_id is not None:
+            conditions.append(resource.c.id > after_id)
+        query = select(resource).where(*conditions).order_by(resource.c.id).limit(limit)
+        return [_version(row) for row in self._run(self._narrow(query))]
+
+    def replace_param_index(self, resource_type: str, param: str, rows_by_id: dict[str, list[IndexRow]]) -> None:
+        """Replaces one parameter's index rows of the given resources (a reindex batch)."""
+        ids = list(rows_by_id)
+        for table in INDEX_TABLES.values():
+            self._run(
+                delete(table).where(
+                    table.c.resource_type == resource_type, table.c.param == param, table.c.resource_id.in_(ids)
+                )
+            )
+        for resource_id, rows in rows_by_id.items():
+            self.replace_index(resource_type, resource_id, rows, fresh=True)
+
+    def enqueue_job(self, kind: str, payload: dict[str, Any]) -> str:
+        self.flush()
+        return jobs.enqueue(self.connection, kind, payload)
+
+    def claim_job(self) -> jobs.Job | None:
+        return jobs.claim(self.connection, self.lock)
+
+    def job_progress(self, job_id: str, state: str, processed: int, total: int | None, payload: dict[str, Any]) -> None:
+        jobs.progress(self.connection, job_id, state=state, processed=processed, total=total, payload=payload)
+
+    def jobs_of(self, kind: str) -> list[jobs.Job]:
+        return jobs.of_kind(self.connection, kind)
+
+    def finished_job_payloads(self, kind: str) -> list[dict[str, Any]]:
+        return jobs.finished_payloads(self.connection, kind)
 
 
 def _current_during(period: tuple[datetime, datetime]) -> list[ColumnElement[bool]]:

@@ -115,6 +115,37 @@ Index(
 uri_index = _index_table("idx_uri", Column("value", Text, nullable=False))
 Index("ix_idx_uri_value", uri_index.c.resource_type, uri_index.c.param, uri_index.c.value)
 
+# Composite parameters (search.html#composite): one row per value of one component of one element,
+# `element_key` numbering the elements of a resource per parameter, `component` the position;
+# the value columns are those of the component's type (search/clauses.py).
+composite_index = _index_table(
+    "idx_composite",
+    Column("element_key", Integer, nullable=False),
+    Column("component", Integer, nullable=False),
+    Column("system", Text, nullable=True),
+    Column("code", Text, nullable=True),
+    Column("text", Text, nullable=True),
+    Column("value", Text, nullable=True),
+    Column("exact", Text, nullable=True),
+    Column("low", Float, nullable=True),
+    Column("high", Float, nullable=True),
+    Column("canonical_code", Text, nullable=True),
+    Column("canonical_low", Float, nullable=True),
+    Column("canonical_high", Float, nullable=True),
+    Column("date_low", DateTime, nullable=True),
+    Column("date_high", DateTime, nullable=True),
+    Column("target_type", RESOURCE_TYPE, nullable=True),
+    Column("target_id", RESOURCE_ID, nullable=True),
+    Column("url", Text, nullable=True),
+)
+Index(
+    "ix_idx_composite_value",
+    composite_index.c.resource_type,
+    composite_index.c.param,
+    composite_index.c.component,
+    composite_index.c.code,
+)
+
 INDEX_TABLES = {
     "token": token_index,
     "string": string_index,
@@ -123,4 +154,22 @@ INDEX_TABLES = {
     "quantity": quantity_index,
     "reference": reference_index,
     "uri": uri_index,
+    "composite": composite_index,
 }
+
+# Background work any worker process may pick up (DESIGN.md section 4): reindexing after a custom
+# SearchParameter now; export, import and segment refresh later. `payload` is JSON text.
+job = Table(
+    "job",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("kind", String(32), nullable=False),
+    Column("state", String(16), nullable=False),  # queued | running | done | failed
+    Column("payload", Text, nullable=False),
+    Column("processed", Integer, nullable=False),
+    Column("total", Integer, nullable=True),
+    Column("message", Text, nullable=True),
+    Column("created", DateTime, nullable=False),
+    Column("updated", DateTime, nullable=False),
+    Index("ix_job_state", "state", "created"),
+)

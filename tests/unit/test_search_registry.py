@@ -13,6 +13,7 @@ from fhir_server.search.registry import (
     EXPRESSION_OVERRIDES,
     compartment_params,
     narrow,
+    official_params,
     search_param,
     search_params,
     split_union,
@@ -42,14 +43,14 @@ def test_patient_has_exactly_its_own_and_the_common_parameters() -> None:
     own = {p["code"] for p in official() if "Patient" in p["base"]}
     common = {p["code"] for p in official() if {"Resource", "DomainResource"} & set(p["base"])}
     assert len(expected) == len(own) + len(common)  # no code is both
-    assert set(search_params("Patient")) == expected
+    assert set(official_params("Patient")) == expected
     assert {"_id", "_lastUpdated", "_tag", "_profile", "_security", "_source", "_text", "_content"} <= expected
 
 
 def test_every_type_has_its_parameters() -> None:
     for resource_type in resource_types():
         domain = resource_type not in ("Bundle", "Binary", "Parameters")
-        assert set(search_params(resource_type)) == official_codes(resource_type, domain), resource_type
+        assert set(official_params(resource_type)) == official_codes(resource_type, domain), resource_type
 
 
 @pytest.mark.parametrize("resource_type", CORE_TYPES)
@@ -61,8 +62,11 @@ def test_core_types_have_every_parameter_with_its_type(resource_type: str) -> No
             assert param.type == definition["type"]
             assert param.url == definition["url"]
             assert param.targets == tuple(definition.get("target", ()))
-            if definition["type"] in ("composite", "special"):
+            if definition["type"] == "special":
                 assert param.table is None
+            elif definition["type"] == "composite":
+                assert param.table == "composite"
+                assert [c.definition for c in param.components] == [c["definition"] for c in definition["component"]]
             else:
                 assert param.table == definition["type"]
 
@@ -132,3 +136,26 @@ def test_compartment_parameters_exist() -> None:
         for code in compartment_params("Patient", resource_type):
             param = search_param(resource_type, code)
             assert param is not None and param.type == "reference", (resource_type, code)
+
+
+def test_custom_parameters_join_the_official_ones_in_a_new_generation() -> None:
+    from fhir_server.search import registry
+
+    before = registry.generation()
+    definition = {
+        "url": "http://example.org/sp/unit-test-nick",
+        "code": "unit-test-nick",
+        "base": ["Patient"],
+        "type": "string",
+        "expression": "Patient.name.given",
+    }
+    saved = dict(registry._custom)
+    try:
+        registry.install_custom([definition], set())
+        assert registry.generation() == before + 1
+        assert search_param("Patient", "unit-test-nick") is not None
+        assert registry.official_param("Patient", "unit-test-nick") is None
+        assert not registry.is_ready(search_param("Patient", "unit-test-nick"))
+        assert registry.is_ready(search_param("Patient", "name"))
+    finally:
+        registry._custom.update(saved, generation=registry.generation() + 1)
