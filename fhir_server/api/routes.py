@@ -8,6 +8,7 @@ parsed and validated by the model layer).
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from urllib.parse import parse_qsl
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -17,7 +18,7 @@ from starlette.routing import Route
 from fhir_server.api.formats import render
 from fhir_server.api.http import not_modified, parse_if_match, prefer_return, prefer_strict
 from fhir_server.api.respond import env_of, negotiated, not_modified_response, read_body, respond
-from fhir_server.errors import Invalid, NotFound, UnsupportedMediaType
+from fhir_server.errors import Invalid, NotFound, TooLarge, UnsupportedMediaType
 from fhir_server.interactions import bundle, create, delete, history, patch, read, search, update
 from fhir_server.interactions.capabilities import capability_statement
 from fhir_server.interactions.context import Result
@@ -166,11 +167,28 @@ async def _search(request: Request, resource_type: str | None, compartment: tupl
         content_type = request.headers.get("content-type", "").split(";")[0].strip()
         if content_type != "application/x-www-form-urlencoded":
             raise UnsupportedMediaType("POST _search takes application/x-www-form-urlencoded", "media-type-unsupported")
-        params += [(key, str(value)) for key, value in (await request.form()).multi_items()]
+        params += await _form_params(request)
     env = env_of(request)
     strict = prefer_strict(request.headers.get("prefer"))
     result = await run_in_threadpool(search.search, env, resource_type, params, strict, compartment)
     return respond(request, result)
+
+
+async def _form_params(request: Request) -> list[tuple[str, str]]:
+    """The pairs of an application/x-www-form-urlencoded body, within the body size limit. Parsed
+    here: Starlette's `request.form()` needs python-multipart, which is not a dependency."""
+    limit = request.app.state.settings.max_body_bytes
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(f"The request body exceeds the limit of {limit} bytes", "body-too-large")
+        chunks.append(chunk)
+    try:
+        text = b"".join(chunks).decode("utf-8")
+    except UnicodeDecodeError:
+        raise Invalid("The form body is not UTF-8", "search-value-invalid") from None
+    return parse_qsl(text, keep_blank_values=True)
 
 
 def _known_type(name: str) -> str:

@@ -48,6 +48,16 @@ def _statement(base_url: str, operations: tuple[Any, ...], published: str, _gene
     }
     if system_operations:
         rest["operation"] = _operations(system_operations)
+    # Parameters of every type that no SearchParameter resource defines (search.html#filter, #list).
+    rest["searchParam"] = [
+        {
+            "name": "_filter",
+            "type": "special",
+            "documentation": "search_filter.html: eq ne co sw ew gt lt ge le "
+            "sa eb ap pr po ss sb in ni re, and/or/not, parentheses",
+        },
+        {"name": "_list", "type": "special", "documentation": "resources referenced by the entries of a List"},
+    ]
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",

@@ -111,10 +111,11 @@ def _included(uow: UnitOfWork, rows: list[Found], includes: tuple[Include, ...])
 
 def _include_step(uow: UnitOfWork, frontier: list[StoredVersion], include: Include) -> list[StoredVersion]:
     params = [include.param.code] if include.param is not None else None
+    source_type = None if include.source_type == "*" else include.source_type  # `_include=*`: any source
     if include.reverse:
         targets = [(row.resource_type, row.id) for row in frontier]
-        return uow.referencing(targets, include.source_type, params)
-    sources = [(row.resource_type, row.id) for row in frontier if row.resource_type == include.source_type]
+        return uow.referencing(targets, source_type, params)
+    sources = [(row.resource_type, row.id) for row in frontier if source_type in (None, row.resource_type)]
     return uow.referenced(sources, params, include.target_type) if sources else []
 
 

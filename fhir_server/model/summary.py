@@ -39,13 +39,24 @@ def shape(resource: dict[str, Any], summary: str | None, elements: str | None) -
     elif summary == "data":
         keep = frozenset(key for key in resource if key != "text")
     elif elements:
-        keep = frozenset({*_BASE, *mandatory_elements(kind), *(e.strip() for e in elements.split(",") if e.strip())})
+        keep = frozenset({*_BASE, *mandatory_elements(kind), *_own_elements(kind, elements)})
         keep = _with_choices(keep, resource)
     else:
         return None
     shaped = {key: value for key, value in resource.items() if key in keep or key.lstrip("_") in keep}
     _mark_subsetted(shaped)
     return shaped
+
+
+def _own_elements(kind: str, elements: str) -> set[str]:
+    """The element names of `_elements` that apply to `kind`: plain names, and `Type.name` for
+    this type (search.html#elements; a search across types names each type's own elements)."""
+    names = set()
+    for item in (e.strip() for e in elements.split(",")):
+        owner, dot, name = item.rpartition(".")
+        if item and (not dot or owner == kind):
+            names.add(name)
+    return names
 
 
 def _with_choices(keep: frozenset[str], resource: dict[str, Any]) -> frozenset[str]:

@@ -15,9 +15,11 @@ after the ValueSets that use it. So `Terminology.resolve` reads what the clauses
 - one statement for the CodeSystems needed (by their `url` index rows);
 
 each narrowed by the caller's visibility and cached for the unit of work (a page and its count
-resolve once). It then rewrites each such clause to carry a `CodeSet` (search/clauses.py), which
-compiles to `system = s AND code IN (...)` per system inside the usual EXISTS (compiler.py);
-`:not-in` is its negation, like `:not`.
+resolve once; a search without these modifiers runs no extra statement). It then rewrites each
+such clause to carry a `CodeSet` (search/clauses.py), which compiles to `system = s AND code IN
+(...)` per system inside the usual EXISTS (compiler.py); `:not-in` is its negation, like `:not`.
+An index row without a system (a `code` element such as Patient.gender, whose system is implied
+by its binding) matches by its code alone, so `gender:in=...administrative-gender` works.
 
 Errors are 400s: a ValueSet or CodeSystem that is not stored here (`search-valueset-unknown`,
 `search-codesystem-unknown`), one that cannot be expanded (`search-valueset-unexpandable`), or
