@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -126,8 +127,6 @@ def esc(text: str) -> str:
 
 def normal(text: str) -> str:
     """Case, accents and repeated whitespace ignored (search.html#string), written independently."""
-    import unicodedata
-
     decomposed = unicodedata.normalize("NFKD", text)
     plain = "".join(char for char in decomposed if not unicodedata.combining(char))
     return " ".join(plain.casefold().split())
@@ -136,10 +135,6 @@ def normal(text: str) -> str:
 def rows_of(resource: dict[str, Any], code: str) -> list[dict[str, Any]]:
     """The index rows the extractor produces for parameter `code` (values only)."""
     return [row.values for row in index_rows(resource) if row.param == code]
-
-
-def load_example(path: Any) -> dict[str, Any]:
-    return json.loads(path.read_text(), parse_float=Decimal)
 
 
 @cache
@@ -174,9 +169,10 @@ def _target_of(owner: str, name: str) -> str:
 class Synth:
     """Values of any FHIR type: `hint` makes them recognisable, `reference` makes a Reference."""
 
-    def __init__(self, hint: str, reference: Callable[[str], str] | None = None) -> None:
+    def __init__(self, hint: str, reference: Callable[[str], str] | None = None, system: bool = True) -> None:
         self.hint = hint
         self.reference = reference or (lambda kind: f"{kind}/matrix-dangling")
+        self.system = system  # False: codings and identifiers without a system, identifiers with a type text
 
     def value(self, info: ElementInfo, schema: str | None, owner: str, where: dict[str, str]) -> Any:
         kind = info.type_code
@@ -186,13 +182,16 @@ class Synth:
             return where.get(info.name) or self.primitive(kind, enum)
         if kind == "Reference":
             return {"reference": self.reference(where.get("resolve") or _target_of(owner, info.name))}
+        system = {"system": SYNTH_SYSTEM} if self.system else {}
         if kind == "Coding":
-            return {"system": SYNTH_SYSTEM, "code": f"matrix-{hint}", "display": f"Matrix {hint} display"}
+            return {**system, "code": f"matrix-{hint}", "display": f"Matrix {hint} display"}
         if kind == "CodeableConcept":
-            coding = {"system": SYNTH_SYSTEM, "code": f"matrix-{hint}", "display": f"Matrix {hint} display"}
+            coding = {**system, "code": f"matrix-{hint}", "display": f"Matrix {hint} display"}
             return {"coding": [coding], "text": f"Matrix {hint} text"}
         if kind == "Identifier":
-            return {"system": f"{SYNTH_SYSTEM}/identifier", "value": f"matrix-{hint}"}
+            if self.system:
+                return {"system": f"{SYNTH_SYSTEM}/identifier", "value": f"matrix-{hint}"}
+            return {"type": {"text": f"Matrix {hint} type"}, "value": f"matrix-{hint}"}
         if kind == "ContactPoint":
             return {"system": where.get("system", "phone"), "value": f"matrix-{hint}"}
         if kind == "HumanName":
@@ -286,15 +285,16 @@ _PREFERRED = {
 }
 
 
-def synthesize(param: SearchParam, plan: Plan) -> dict[str, Any] | None:
-    """A minimal resource with a value at the parameter's path, or None if the path is beyond this."""
+def synthesize(param: SearchParam, plan: Plan, system: bool = True) -> tuple[dict[str, Any], str] | None:
+    """A minimal resource with a value at the parameter's path and the FHIR type of that value, or
+    None if the path is beyond this simple walk of the element definitions."""
     if not param.expression:
         return None
     steps, cast, where = _parse_path(param.expression, param.resource_type)
     if param.type == "reference" and param.targets and "resolve" not in where:
         where["resolve"] = "Patient" if "Patient" in param.targets else param.targets[0]
     hint = param.code.strip("_").replace("-", "")
-    synth = Synth(hint, lambda kind: target_reference(plan, kind, f"synth-{param.code}"))
+    synth = Synth(hint, lambda kind: target_reference(plan, kind, f"synth-{param.code}"), system)
     resource = minimal(param.resource_type, hint)
     node: dict[str, Any] = resource
     key, schema = param.resource_type, param.resource_type
@@ -309,16 +309,17 @@ def synthesize(param: SearchParam, plan: Plan) -> dict[str, Any] | None:
         info = (preferred or options)[0]
         for other in options:  # a choice takes one type only
             node.pop(other.name, None)
-        last = index == len(steps) - 1
-        value = synth.value(info, schema, param.resource_type, where) if last else {}
+        if index == len(steps) - 1:
+            value = synth.value(info, schema, param.resource_type, where)
+            node[info.name] = [value] if info.is_array else value
+            return resource, info.type_code
+        if is_primitive(info.type_code):
+            return None
+        child_schema = _schema_name(schema, info.name) or info.type_code
+        value = synth.required(info.children_key, child_schema, param.resource_type)  # with its required parts
         node[info.name] = [value] if info.is_array else value
-        if not last:
-            if is_primitive(info.type_code):
-                return None
-            schema = _schema_name(schema, info.name) or info.type_code
-            key = info.children_key
-            node = value
-    return resource
+        schema, key, node = child_schema, info.children_key, value
+    return None
 
 
 def target_marker(placeholder: str) -> str:
@@ -391,10 +392,11 @@ def _score(param: SearchParam, rows: list[dict[str, Any]]) -> tuple[int, ...]:
         return (1, any(r["target_type"] and not r["url"] for r in rows), any(r["url"] for r in rows))
     if param.type == "date":
         bounded = [r for r in rows if r["low"] and r["high"]]
-        return (1, bool(bounded), any(r["high"] - r["low"] <= timedelta(days=1) for r in bounded))
+        return (1, bool(bounded), any(r["high"] - r["low"] <= timedelta(days=1) for r in bounded), len(rows) == 1)
     if param.type == "quantity":
         units = [r for r in rows if r["code"]]
-        return (1, any(r["system"] for r in units), any(r["code"] in CONVERSIONS for r in units))
+        convertible = any(r["code"] in CONVERSIONS for r in units)
+        return (1, any(r["system"] for r in units), convertible, len(rows) == 1)
     if param.type == "uri":
         return (1, any("/" in r["value"].split("://", 1)[-1] for r in rows))
     if param.type == "string":
@@ -413,8 +415,8 @@ def choose_source(param: SearchParam, plan: Plan) -> tuple[str, dict[str, Any]] 
     if best is not None:
         return best[1], best[2]
     synthesized = synthesize(param, plan)
-    if synthesized is not None and rows_of(synthesized, param.code):
-        return "synthesized", synthesized
+    if synthesized is not None and rows_of(synthesized[0], param.code):
+        return "synthesized", synthesized[0]
     return None
 
 
@@ -630,13 +632,47 @@ def token_cases(plan: Plan, param: SearchParam, subject: str, rows: list[dict[st
         plan.add(f"{base}-text-match", subject, f"{code}:text", esc(start.upper() if start.isascii() else start), True)
     plan.add(f"{base}-text-nomatch", subject, f"{code}:text", "qqzzx", False)
     coding_rows = [r for r in systemed if r["code"] not in (None, "")]
-    if coding_rows and code not in ("_id",):
+    if coding_rows and value_type(param) in ("Coding", "CodeableConcept"):  # value sets hold codings
         every = f"http://example.org/fhir/ValueSet/matrix-{RUN}-{plan.resource_type}-{code}"
         unrelated = f"http://example.org/fhir/ValueSet/matrix-{RUN}-{plan.resource_type}-unrelated"
         value_set(plan, every, [(r["system"], r["code"]) for r in coding_rows])
         value_set(plan, unrelated, [(OTHER_SYSTEM, NO_MATCH)])
         _both(plan, f"{base}-in", subject, f"{code}:in", every, unrelated)
         _both(plan, f"{base}-not-in", subject, f"{code}:not-in", unrelated, every)
+
+
+def value_type(param: SearchParam) -> str | None:
+    """The FHIR type of the parameter's values (of the first part of its expression)."""
+    synthesized = synthesize(param, Plan(param.resource_type))
+    return synthesized[1] if synthesized else None
+
+
+def token_variant_cases(plan: Plan, param: SearchParam, key: str) -> None:
+    """Matches for the token forms the subject has no value for: a synthesized subject whose Coding,
+    CodeableConcept or Identifier has a system (`system|code`, `system|`), or has none and has a
+    text (`|code`, `:text`). For a `code`, `boolean` or ContactPoint element these forms do not
+    apply: such a value has neither a system nor a text."""
+    base = f"{plan.resource_type}-{param.code}"
+    have = {case.id for case in plan.cases}
+    for system, forms in ((True, ("system-code", "system-only")), (False, ("nosystem-code", "text"))):
+        wanted = [form for form in forms if f"{base}-{form}-match" not in have]
+        synthesized = synthesize(param, plan, system=system) if wanted else None
+        if synthesized is None or synthesized[1] not in ("Coding", "CodeableConcept", "Identifier"):
+            continue
+        variant = _subject(plan, synthesized[0], f"{key}-{'system' if system else 'nosystem'}")
+        rows = [r for r in rows_of(plan.entries[variant].resource, param.code) if r["system"] != MARK]
+        coded = next((r for r in rows if r["code"] and bool(r["system"]) == system), None)
+        text = next((r["text"] for r in rows if r["text"]), None)
+        values = {
+            "system-code": coded and f"{esc(coded['system'] or '')}|{esc(coded['code'])}",
+            "system-only": coded and f"{esc(coded['system'] or '')}|",
+            "nosystem-code": coded and f"|{esc(coded['code'])}",
+            "text": text and esc(text[: max(3, len(text) // 2)].upper()),
+        }
+        for form in wanted:
+            if values[form]:
+                name = f"{param.code}:text" if form == "text" else param.code
+                plan.add(f"{base}-{form}-match", variant, name, values[form], True)
 
 
 def value_set(plan: Plan, url: str, codes: list[tuple[str, str]]) -> None:
@@ -728,8 +764,11 @@ def quantity_cases(plan: Plan, param: SearchParam, subject: str, rows: list[dict
     if value is None or not row["code"]:
         return
     base = f"{plan.resource_type}-{code}-unit"
-    plan.add(f"{base}-none-match", subject, code, value, True)
-    plan.add(f"{base}-code-only-match", subject, code, f"{value}||{esc(row['code'])}", True)
+    far = pick_number("eq", same_unit, False)
+    _both(plan, f"{base}-none", subject, code, value, pick_number("eq", rows, False))  # in any unit
+    _both(
+        plan, f"{base}-code-only", subject, code, f"{value}||{esc(row['code'])}", far and f"{far}||{esc(row['code'])}"
+    )
     other = f"{value}|{esc(row['system'] or UCUM)}|zz-other-unit"
     plan.add(f"{base}-other-nomatch", subject, code, other, False)
     if row["system"] == UCUM and row["code"] in CONVERSIONS:
@@ -870,7 +909,11 @@ def build_plan(resource_type: str) -> Plan:
                 (json.loads(t, parse_float=Decimal) for _, t in examples(resource_type)),
                 key=lambda r: len(composite_pairs(param, r)),
             )
-            composite_cases(plan, param, _subject(plan, source, key), source)
+            subject = _subject(plan, source, key)
+            composite_cases(plan, param, subject, source)
+            missing_cases(plan, param, subject)
+            if not composite_pairs(param, plan.entries[blank].resource):
+                plan.add(f"{key}-missing-blank-match", blank, f"{code}:missing", "true", True)
             continue
         if param.table is None:  # special parameters without an expression (`_query`)
             subject = _subject(plan, first_example, key)
@@ -884,6 +927,8 @@ def build_plan(resource_type: str) -> Plan:
         subject = _subject(plan, chosen[1], key)
         rows = rows_of(plan.entries[subject].resource, code)
         _CASES[param.type](plan, param, subject, rows)
+        if param.type == "token":
+            token_variant_cases(plan, param, key)
         missing_cases(plan, param, subject)
         if code not in blank_codes:
             plan.add(f"{key}-missing-blank-match", blank, f"{code}:missing", "true", True)
