@@ -368,7 +368,11 @@ def _reference(reference: str) -> Columns:
     if parts is None:
         return {"target_type": None, "target_id": None, "url": reference}
     kind, identity, base = parts
-    return {"target_type": kind, "target_id": identity, "url": reference if base else None}
+    if base:
+        # Another server's resource (search.html#reference): matched by its URL only, so that
+        # neither a search for `Patient/1` nor a chain or _include lands on our own Patient/1.
+        return {"target_type": kind, "target_id": None, "url": reference}
+    return {"target_type": kind, "target_id": identity, "url": None}
 
 
 def reference_columns(value: Any, type_key: str) -> Iterator[Columns]:

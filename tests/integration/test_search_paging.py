@@ -498,3 +498,28 @@ def test_paging_links_keep_the_search(client: Any, clinic: Clinic) -> None:
         seen += entries(body, "match")
         assert len(entries(body, "include")) == 1
     assert seen == sorted(refs(clinic, "obs1", "obs2", "obs3", "obs4"), key=lambda ref: ref[1], reverse=True)
+
+
+def test_a_reference_to_another_server_never_matches_a_local_resource(client):
+    import uuid as _uuid
+
+    local = client.post("/fhir/Patient", json={"resourceType": "Patient"}, headers=FHIR_JSON).json()["id"]
+    code = f"foreign-{_uuid.uuid4().hex[:10]}"
+    observation = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"coding": [{"system": "urn:t", "code": code}]},
+        "subject": {"reference": f"http://other.example.org/fhir/Patient/{local}"},
+    }
+    assert client.post("/fhir/Observation", json=observation, headers=FHIR_JSON).status_code == 201
+    by_local = client.get("/fhir/Observation", params={"subject": f"Patient/{local}", "code": f"urn:t|{code}"}).json()
+    assert "entry" not in by_local
+    by_url = client.get(
+        "/fhir/Observation",
+        params={"subject": f"http://other.example.org/fhir/Patient/{local}", "code": f"urn:t|{code}"},
+    ).json()
+    assert len(by_url["entry"]) == 1
+    included = client.get(
+        "/fhir/Observation", params={"code": f"urn:t|{code}", "_include": "Observation:subject"}
+    ).json()
+    assert [entry["search"]["mode"] for entry in included["entry"]] == ["match"]

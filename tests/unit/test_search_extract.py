@@ -272,7 +272,7 @@ def test_patient_rows() -> None:
         "gender": [T(None, "female")],
         "general-practitioner": [
             R("Practitioner", "pr1"),
-            R("Organization", "o9", "https://other.example/fhir/Organization/o9/_history/2"),
+            R("Organization", None, "https://other.example/fhir/Organization/o9/_history/2"),  # another server
         ],
         "given": [S("zoe", "Zoë"), S("anne marie", "Anne  Marie")],
         "identifier": [T("http://acme.org/mrn", "MRN-1", "medical record")],
