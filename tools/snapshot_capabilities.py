@@ -9,6 +9,7 @@ from pathlib import Path
 import fhir_server.ops.catalogue  # noqa: F401  (registers every $operation)
 from fhir_server.interactions.capabilities import capability_statement
 from fhir_server.ops.registry import OPERATIONS
+from fhir_server.search.registry import official_only
 
 SNAPSHOT = Path(__file__).resolve().parents[1] / "conformance" / "CapabilityStatement.json"
 BASE = "http://127.0.0.1:8080/fhir"
@@ -16,7 +17,8 @@ DATE = "2026-01-01T00:00:00+00:00"
 
 
 def current() -> dict:
-    return capability_statement(BASE, OPERATIONS.values(), DATE)
+    with official_only():
+        return capability_statement(BASE, OPERATIONS.values(), DATE)
 
 
 if __name__ == "__main__":

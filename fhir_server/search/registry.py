@@ -18,7 +18,8 @@ from __future__ import annotations
 import gzip
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from functools import cache, lru_cache
 from importlib import resources
 from types import MappingProxyType
@@ -202,6 +203,18 @@ def install_custom(definitions: list[dict[str, Any]], ready: set[str | None]) ->
         for resource_type in _bases(definition):
             by_type.setdefault(resource_type, {})[definition["code"]] = _param(definition, resource_type)
     _custom.update(by_type=by_type, ready=frozenset(url for url in ready if url), generation=_custom["generation"] + 1)
+
+
+@contextmanager
+def official_only() -> Iterator[None]:
+    """The registry without custom parameters for a while (the conformance snapshot shows what
+    the server itself implements, whatever a test or a client stored)."""
+    saved = dict(_custom)
+    _custom.update(by_type={}, ready=frozenset(), generation=_custom["generation"] + 1)
+    try:
+        yield
+    finally:
+        _custom.update(saved, generation=_custom["generation"] + 1)
 
 
 def generation() -> int:

@@ -149,13 +149,11 @@ def test_custom_parameters_join_the_official_ones_in_a_new_generation() -> None:
         "type": "string",
         "expression": "Patient.name.given",
     }
-    saved = dict(registry._custom)
-    try:
+    with registry.official_only():
         registry.install_custom([definition], set())
-        assert registry.generation() == before + 1
+        assert registry.generation() == before + 2
         assert search_param("Patient", "unit-test-nick") is not None
         assert registry.official_param("Patient", "unit-test-nick") is None
         assert not registry.is_ready(search_param("Patient", "unit-test-nick"))
         assert registry.is_ready(search_param("Patient", "name"))
-    finally:
-        registry._custom.update(saved, generation=registry.generation() + 1)
+    assert registry.official_param("Patient", "unit-test-nick") is None
