@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from fhir_server.errors import PreconditionFailed
+from fhir_server.interactions.conditional import single_match
 from fhir_server.interactions.context import Env, Result
 from fhir_server.interactions.writing import write_new
 from fhir_server.model.validate import require_resource, validate_resource
-from fhir_server.search.conditional import criteria_key, parse_criteria
 from fhir_server.store.repository import UnitOfWork
 
 
@@ -29,12 +28,7 @@ def create_in(
     uow: UnitOfWork, resource: dict[str, Any], if_none_exist: str | None = None, resource_id: str | None = None
 ) -> Result:
     if if_none_exist:
-        kind = resource["resourceType"]
-        clauses = parse_criteria(kind, if_none_exist)
-        uow.serialize_on(criteria_key(kind, clauses))
-        existing = uow.match(kind, clauses, 2)
-        if len(existing) > 1:
-            raise PreconditionFailed("If-None-Exist matches more than one resource", "multiple-matches")
-        if existing:
-            return Result(200, existing[0])
+        existing = single_match(uow, resource["resourceType"], if_none_exist, "If-None-Exist")
+        if existing is not None:
+            return Result(200, existing)
     return Result(201, write_new(uow, resource, resource_id), created=True)

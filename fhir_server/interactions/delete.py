@@ -7,11 +7,11 @@ change, as http.html allows.
 
 from __future__ import annotations
 
-from fhir_server.errors import PreconditionFailed, information
+from fhir_server.errors import information
+from fhir_server.interactions.conditional import single_match
 from fhir_server.interactions.context import Env, Result
 from fhir_server.interactions.update import check_if_match
 from fhir_server.interactions.writing import write_deletion
-from fhir_server.search.conditional import parse_criteria
 from fhir_server.store.repository import UnitOfWork
 
 
@@ -41,9 +41,7 @@ def conditional_delete(env: Env, resource_type: str, query: str) -> Result:
 
 
 def conditional_delete_in(uow: UnitOfWork, resource_type: str, query: str) -> Result:
-    matches = uow.match(resource_type, parse_criteria(resource_type, query), 2)
-    if len(matches) > 1:
-        raise PreconditionFailed("The conditional delete criteria match more than one resource", "multiple-matches")
-    if not matches:
+    match = single_match(uow, resource_type, query, "conditional delete")
+    if match is None:
         return Result(200, body=information("No resource matches; nothing deleted", "nothing-deleted"))
-    return delete_in(uow, resource_type, matches[0].id)
+    return delete_in(uow, resource_type, match.id)

@@ -12,8 +12,9 @@ from typing import Any
 
 from fhir_server.errors import Invalid, PreconditionFailed
 from fhir_server.interactions.bundle_entries import Entry
+from fhir_server.interactions.conditional import matches
 from fhir_server.interactions.writing import new_id
-from fhir_server.search.conditional import criteria_key, parse_criteria
+from fhir_server.search.conditional import parse_criteria
 from fhir_server.store.repository import UnitOfWork
 
 _TAIL = re.compile(r"(?P<ref>[A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64})$")
@@ -35,9 +36,7 @@ def assign_identities(uow: UnitOfWork, entries: list[Entry]) -> dict[str, str]:
 def _identity(uow: UnitOfWork, entry: Entry) -> str | None:
     if entry.method == "POST":
         if entry.if_none_exist:
-            clauses = parse_criteria(entry.resource_type, entry.if_none_exist)
-            uow.serialize_on(criteria_key(entry.resource_type, clauses))
-            found = uow.match(entry.resource_type, clauses, 2)
+            found = matches(uow, entry.resource_type, entry.if_none_exist)
             if len(found) == 1:
                 return f"{entry.resource_type}/{found[0].id}"
         entry.assigned_id = new_id()
@@ -45,7 +44,7 @@ def _identity(uow: UnitOfWork, entry: Entry) -> str | None:
     if entry.method == "PUT" and entry.resource_id:
         return f"{entry.resource_type}/{entry.resource_id}"
     if entry.method == "PUT" and entry.query:
-        found = uow.match(entry.resource_type, parse_criteria(entry.resource_type, entry.query), 2)
+        found = matches(uow, entry.resource_type, entry.query)
         return f"{entry.resource_type}/{found[0].id}" if len(found) == 1 else None
     return None
 

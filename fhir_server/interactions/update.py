@@ -10,10 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from fhir_server.errors import Invalid, Issue, MethodNotAllowed, PreconditionFailed
+from fhir_server.interactions.conditional import single_match
 from fhir_server.interactions.context import Env, Result
 from fhir_server.interactions.writing import write_new, write_version
 from fhir_server.model.validate import require_resource, validate_resource
-from fhir_server.search.conditional import criteria_key, parse_criteria
 from fhir_server.store.repository import StoredVersion, UnitOfWork
 
 
@@ -72,16 +72,11 @@ def conditional_update(env: Env, resource_type: str, query: str, body: Any, if_m
 
 
 def conditional_update_in(uow: UnitOfWork, resource: dict[str, Any], query: str, if_match: int | None = None) -> Result:
-    kind = resource["resourceType"]
-    clauses = parse_criteria(kind, query)
-    uow.serialize_on(criteria_key(kind, clauses))
-    matches = uow.match(kind, clauses, 2)
-    if len(matches) > 1:
-        raise PreconditionFailed("The conditional update criteria match more than one resource", "multiple-matches")
-    if not matches:
+    match = single_match(uow, resource["resourceType"], query, "conditional update")
+    if match is None:
         if resource.get("id"):
             raise MethodNotAllowed("No resource matches, and this server assigns ids itself", "update-create-disabled")
         return Result(201, write_new(uow, resource), created=True)
     if resource.get("id") is not None:
-        check_body_id(resource, matches[0].id)
-    return update_in(uow, resource, matches[0].id, if_match)
+        check_body_id(resource, match.id)
+    return update_in(uow, resource, match.id, if_match)
