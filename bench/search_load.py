@@ -177,5 +177,11 @@ def describe(result: LoadResult) -> list[str]:
     ]
     if result.cpu is not None:
         cpu = result.cpu
-        lines.append(f"  cpu: loaders {cpu.server:.2f} + postgres {cpu.postgres:.2f} + other {cpu.other:.2f} cores")
+        per = result.elapsed / max(result.resources, 1) * 1000  # ms of wall time per resource
+        loaders, postgres, cores = cpu.server * per, cpu.postgres * per, os.cpu_count() or 1
+        lines.append(
+            f"  cpu: loaders {cpu.server:.2f} + postgres {cpu.postgres:.2f} + other {cpu.other:.2f} cores;"
+            f" CPU per resource: loaders {loaders:.2f} ms + postgres {postgres:.2f} ms"
+            f" (at most {cores * 1000 / (loaders + postgres or 1):,.0f} resources/s on {cores} idle cores)"
+        )
     return lines

@@ -14,7 +14,6 @@ from fhir_server.errors import Invalid, PreconditionFailed
 from fhir_server.interactions.bundle_entries import Entry
 from fhir_server.interactions.conditional import matches
 from fhir_server.interactions.writing import new_id
-from fhir_server.search.conditional import parse_criteria
 from fhir_server.store.repository import UnitOfWork
 
 _TAIL = re.compile(r"(?P<ref>[A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64})$")
@@ -76,7 +75,7 @@ def _resolve(uow: UnitOfWork, reference: str, identities: dict[str, str]) -> str
     conditional = _CONDITIONAL.match(reference)
     if not conditional:
         return reference
-    found = uow.match(conditional["type"], parse_criteria(conditional["type"], conditional["query"]), 2)
+    found = matches(uow, conditional["type"], conditional["query"])
     if len(found) != 1:
         count = "no" if not found else "more than one"
         raise PreconditionFailed(
