@@ -112,6 +112,10 @@ Index(
     reference_index.c.resource_type,
 )
 
+Index(
+    "ix_idx_reference_target_id", reference_index.c.target_id, reference_index.c.param, reference_index.c.resource_type
+)
+
 uri_index = _index_table("idx_uri", Column("value", Text, nullable=False))
 Index("ix_idx_uri_value", uri_index.c.resource_type, uri_index.c.param, uri_index.c.value)
 
