@@ -84,4 +84,6 @@ def write_deletion(uow: UnitOfWork, current: StoredVersion) -> StoredVersion:
     if not uow.replace(stored, current.version_id):
         raise Conflict(f"{current.resource_type}/{current.id} was changed concurrently", "version-conflict")
     uow.replace_index(current.resource_type, current.id, [])
+    if current.resource_type == "SearchParameter":
+        custom_params.sync(uow, force=True)  # a deleted custom parameter stops applying at once
     return stored

@@ -58,6 +58,9 @@ def test_a_custom_parameter_indexes_new_writes_at_once_and_old_ones_by_a_job(cli
     assert _ids(client.get(f"/fhir/Patient?{code}=Formal")) == set()
     patient = next(r for r in client.get("/fhir/metadata").json()["rest"][0]["resource"] if r["type"] == "Patient")
     assert code in {param["name"] for param in patient["searchParam"]}
+    assert client.delete(f"/fhir/SearchParameter/{created.json()['id']}").status_code == 204
+    unknown = client.get(f"/fhir/Patient?{code}={nickname}")  # deleting it takes effect at once
+    assert unknown.status_code == 400
 
 
 def test_a_parameter_redefining_an_official_one_is_refused(client):
