@@ -121,13 +121,13 @@ def problem_lines(runs: list[BackendRun]) -> list[str]:
     return lines
 
 
-def heading(settings: str) -> str:
+def heading(settings: str, kind: str = "REST") -> str:
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    return f"FHIR REST benchmark, {now}; {settings}; {os.cpu_count()} CPUs, Python {platform.python_version()}"
+    return f"FHIR {kind} benchmark, {now}; {settings}; {os.cpu_count()} CPUs, Python {platform.python_version()}"
 
 
-def write(text: str, stamp: str) -> Path:
+def write(text: str, stamp: str, prefix: str = "rest") -> Path:
     RESULTS_DIR.mkdir(exist_ok=True)
-    path = RESULTS_DIR / f"rest-{stamp}.txt"
+    path = RESULTS_DIR / f"{prefix}-{stamp}.txt"
     path.write_text(text + "\n")
     return path

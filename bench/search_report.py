@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import math
 import os
-import platform
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.report import OTHER_LOAD_LIMIT, RESULTS_DIR, spread_note
+from bench.report import OTHER_LOAD_LIMIT, spread_note
+from bench.report import heading as shared_heading
+from bench.report import write as shared_write
 from bench.search_load import LoadResult
 from bench.search_queries import Query
 from bench.workloads import Phase
@@ -233,46 +233,8 @@ def problem_lines(run: SearchRun) -> list[str]:
 
 
 def heading(settings: str) -> str:
-    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    return f"FHIR search benchmark, {now}; {settings}; {os.cpu_count()} CPUs, Python {platform.python_version()}"
+    return shared_heading(settings, "search")
 
 
 def write(text: str, stamp: str) -> Path:
-    RESULTS_DIR.mkdir(exist_ok=True)
-    path = RESULTS_DIR / f"search-{stamp}.txt"
-    path.write_text(text + "\n")
-    return path
-
-
-def render(title: str, run: SearchRun) -> str:
-    from bench.search_load import describe
-
-    lines = [title, ""]
-    if run.load is not None:
-        lines.extend(describe(run.load))
-    if run.vacuum_seconds is not None:
-        lines.append(f"VACUUM (ANALYZE) after the load: {run.vacuum_seconds:.1f} s")
-    if line := index_rows_line(run):
-        lines.append(line)
-    lines += [
-        "",
-        f"targets: p50 < {P50_TARGET_MS:g} ms, p95 < {P95_TARGET_MS:g} ms each;"
-        f" Patient?name= >= {NAME_RATE_TARGET:,.0f}/s with 16 connections",
-        "",
-    ]
-    lines.extend(latency_table(run))
-    if run.deep_walks:
-        mean = sum(run.deep_walks) / len(run.deep_walks)
-        lines.append(
-            f"(page {run.deep_pages}: reached by following next links, {mean:.1f} s per walk of"
-            f" {run.deep_pages - 1} pages, {len(run.deep_walks)} walks over the most common codes)"
-        )
-    lines.append("")
-    lines.extend(throughput_table(run))
-    lines.append("")
-    lines.extend(size_table(run))
-    lines.append("")
-    lines.extend(cpu_lines(run))
-    lines.extend(problem_lines(run))
-    lines.extend(run.explain)
-    return "\n".join(lines)
+    return shared_write(text, stamp, "search")
