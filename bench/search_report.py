@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.report import OTHER_LOAD_LIMIT, spread_note
+from bench.report import OTHER_LOAD_LIMIT, RESULTS_DIR, spread_note  # noqa: F401 - RESULTS_DIR is used via this module
 from bench.report import heading as shared_heading
 from bench.report import write as shared_write
 from bench.search_load import LoadResult
@@ -238,3 +238,37 @@ def heading(settings: str) -> str:
 
 def write(text: str, stamp: str) -> Path:
     return shared_write(text, stamp, "search")
+
+
+def render(title: str, run: SearchRun) -> str:
+    from bench.search_load import describe
+
+    lines = [title, ""]
+    if run.load is not None:
+        lines.extend(describe(run.load))
+    if run.vacuum_seconds is not None:
+        lines.append(f"VACUUM (ANALYZE) after the load: {run.vacuum_seconds:.1f} s")
+    if line := index_rows_line(run):
+        lines.append(line)
+    lines += [
+        "",
+        f"targets: p50 < {P50_TARGET_MS:g} ms, p95 < {P95_TARGET_MS:g} ms each;"
+        f" Patient?name= >= {NAME_RATE_TARGET:,.0f}/s with 16 connections",
+        "",
+    ]
+    lines.extend(latency_table(run))
+    if run.deep_walks:
+        mean = sum(run.deep_walks) / len(run.deep_walks)
+        lines.append(
+            f"(page {run.deep_pages}: reached by following next links, {mean:.1f} s per walk of"
+            f" {run.deep_pages - 1} pages, {len(run.deep_walks)} walks over the most common codes)"
+        )
+    lines.append("")
+    lines.extend(throughput_table(run))
+    lines.append("")
+    lines.extend(size_table(run))
+    lines.append("")
+    lines.extend(cpu_lines(run))
+    lines.extend(problem_lines(run))
+    lines.extend(run.explain)
+    return "\n".join(lines)
