@@ -88,19 +88,7 @@ def referenced_statement(
     visible: Visible,
 ) -> Select[Any]:
     """`_include`: the current resources the `sources` point at through `params` (None: all)."""
-    link = reference_index.alias()
-    conditions = [
-        link.c.target_type == resource.c.resource_type,
-        link.c.target_id == resource.c.id,
-        _by_type(sources, link.c.resource_type, link.c.resource_id),
-    ]
-    if params is not None:
-        conditions.append(link.c.param.in_(params))
-    reached = select(link.c.target_id).where(*conditions).exists()
-    statement = select(resource).where(resource.c.deleted == false(), visible(resource), reached)
-    if target_type is not None:
-        statement = statement.where(resource.c.resource_type == target_type)
-    return statement.order_by(resource.c.resource_type, resource.c.id)
+    return _linked_statement(sources, params, target_type, visible, reverse=False)
 
 
 def referencing_statement(
@@ -111,16 +99,31 @@ def referencing_statement(
 ) -> Select[Any]:
     """`_revinclude`: the current `source_type` resources (None: any) pointing at `targets`
     through `params` (None: any reference parameter)."""
+    return _linked_statement(targets, params, source_type, visible, reverse=True)
+
+
+def _linked_statement(
+    known: Iterable[tuple[str, str]],
+    params: Sequence[str] | None,
+    wanted_type: str | None,
+    visible: Visible,
+    reverse: bool,
+) -> Select[Any]:
+    """Current, visible resources linked to the `known` (type, id) pairs by a reference row:
+    its target side (include) or, `reverse`, its source side (revinclude)."""
     link = reference_index.alias()
+    source = (link.c.resource_type, link.c.resource_id)
+    target = (link.c.target_type, link.c.target_id)
+    found, given = (source, target) if reverse else (target, source)
     conditions = [
-        link.c.resource_type == resource.c.resource_type,
-        link.c.resource_id == resource.c.id,
-        _by_type(targets, link.c.target_type, link.c.target_id),
+        found[0] == resource.c.resource_type,
+        found[1] == resource.c.id,
+        _by_type(known, given[0], given[1]),
     ]
     if params is not None:
         conditions.append(link.c.param.in_(params))
-    reaching = select(link.c.resource_id).where(*conditions).exists()
-    statement = select(resource).where(resource.c.deleted == false(), visible(resource), reaching)
-    if source_type is not None:
-        statement = statement.where(resource.c.resource_type == source_type)
+    linked = select(found[1]).where(*conditions).exists()
+    statement = select(resource).where(resource.c.deleted == false(), visible(resource), linked)
+    if wanted_type is not None:
+        statement = statement.where(resource.c.resource_type == wanted_type)
     return statement.order_by(resource.c.resource_type, resource.c.id)
