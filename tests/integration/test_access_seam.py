@@ -44,3 +44,34 @@ def test_a_restricted_context_cannot_write(store, settings):
     outsider = Env(store, settings, OUTSIDER, "http://127.0.0.1/fhir")
     with pytest.raises(Forbidden):
         create.create(outsider, "Patient", {"resourceType": "Patient"})
+
+
+def test_a_restricted_context_finds_nothing_by_any_search_path(client, store, settings):
+    """Search, system search, compartment search, includes and counts go through the same policy."""
+    import uuid
+
+    from fhir_server.interactions import search
+
+    family = f"Seam{uuid.uuid4().hex[:10]}"
+    patient = client.post(
+        "/fhir/Patient", json={"resourceType": "Patient", "name": [{"family": family}]}, headers=FHIR_JSON
+    ).json()["id"]
+    observation = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"text": family},
+        "subject": {"reference": f"Patient/{patient}"},
+    }
+    assert client.post("/fhir/Observation", json=observation, headers=FHIR_JSON).status_code == 201
+    assert client.get("/fhir/Patient", params={"family": family}).json()["total"] == 1  # the operator sees it
+    outsider = Env(store, settings, OUTSIDER, "http://127.0.0.1/fhir")
+    answers = [
+        search.search(outsider, "Patient", [("family", family), ("_revinclude", "Observation:patient")]),
+        search.search(outsider, "Observation", [("patient.family", family), ("_include", "Observation:subject")]),
+        search.search(outsider, "Patient", [("_has:Observation:patient:code:text", family)]),
+        search.search(outsider, None, [("_type", "Patient,Observation"), ("_id", patient)]),
+        search.search(outsider, "Observation", [], compartment=("Patient", patient)),
+    ]
+    for answer in answers:
+        assert answer.body is not None
+        assert answer.body["total"] == 0 and "entry" not in answer.body
