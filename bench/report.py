@@ -70,18 +70,20 @@ def table(runs: list[BackendRun], table_rows: list[Row]) -> str:
         [row.label, row.target, *(_cell(run, row, run.backend == "postgresql") for run in runs)] for row in table_rows
     ]
     body.append(["errors (all phases)", "0", *(str(run.errors) if run.phases else "-" for run in runs)])
+    return "\n".join(render_table(header, body))
+
+
+def render_table(header: list[str], body: list[list[str]]) -> list[str]:
+    """Columns padded to their widest cell: the first left-aligned, the rest right-aligned."""
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
     lines = []
     for line in [header, None, *body]:
         if line is None:
             lines.append("  ".join("-" * width for width in widths))
         else:
-            cells = [
-                line[0].ljust(widths[0]),
-                *(cell.rjust(width) for cell, width in zip(line[1:], widths[1:], strict=True)),
-            ]
+            cells = [line[0].ljust(widths[0]), *(c.rjust(w) for c, w in zip(line[1:], widths[1:], strict=True))]
             lines.append("  ".join(cells))
-    return "\n".join(lines)
+    return lines
 
 
 def spread_note(phase: Phase) -> str:

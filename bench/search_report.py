@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.report import OTHER_LOAD_LIMIT, RESULTS_DIR, spread_note  # noqa: F401 - RESULTS_DIR is used via this module
+from bench.report import OTHER_LOAD_LIMIT, RESULTS_DIR, render_table, spread_note  # noqa: F401 - RESULTS_DIR is used via this module
 from bench.report import heading as shared_heading
 from bench.report import write as shared_write
 from bench.search_load import LoadResult
@@ -76,19 +76,6 @@ def _judge(value: float, met: bool, errors: int) -> str:
     return "" if math.isnan(value) else ("ok" if met else "MISS")
 
 
-def _render(header: list[str], body: list[list[str]]) -> list[str]:
-    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
-    lines = []
-    for line in [header, None, *body]:
-        if line is None:
-            lines.append("  ".join("-" * width for width in widths))
-        else:
-            lines.append(
-                "  ".join([line[0].ljust(widths[0]), *(c.rjust(w) for c, w in zip(line[1:], widths[1:], strict=True))])
-            )
-    return lines
-
-
 def latency_table(run: SearchRun) -> list[str]:
     header = ["search (1 client, sequential)", "p50 ms", "", "p95 ms", "", "requests", "avg total", "avg entries"]
     body = []
@@ -127,7 +114,7 @@ def latency_table(run: SearchRun) -> list[str]:
                 _fmt(entries, 1),
             ]
         )
-    return _render(header, body)
+    return render_table(header, body)
 
 
 def throughput_table(run: SearchRun) -> list[str]:
@@ -150,7 +137,7 @@ def throughput_table(run: SearchRun) -> list[str]:
                 f"{phase.count:,}",
             ]
         )
-    return _render(header, body)
+    return render_table(header, body)
 
 
 def _bytes(size: int) -> str:
@@ -184,7 +171,7 @@ def size_table(run: SearchRun) -> list[str]:
                 _bytes(sum(s.total for s in run.sizes)),
             ]
         )
-    return _render(header, body)
+    return render_table(header, body)
 
 
 def index_rows_line(run: SearchRun) -> str:
