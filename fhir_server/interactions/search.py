@@ -22,6 +22,8 @@ from fhir_server.store.repository import Found, StoredVersion, UnitOfWork
 _BACKWARDS = "~"
 # How many _include:iterate rounds at most (search.html#revinclude leaves the limit to servers).
 MAX_ITERATIONS = 4
+# Without `_total`, larger sets than this are not counted (see `_total`).
+TOTAL_COUNT_LIMIT = 1000
 
 
 def search(
@@ -42,16 +44,50 @@ def search(
             clauses.append(_compartment_clause(compartment, resource_type))
         backwards, key = _page(request.page)
         rows: list[Found] = []
-        if request.count > 0 and request.summary != "count":
+        fetched = request.count > 0 and request.summary != "count"
+        if fetched:
             limit = request.count + 1
             rows = uow.search(resource_type, clauses, request.sort, limit, key, request.types, backwards)
         more, rows = len(rows) > request.count, rows[: request.count]
         if backwards:
             rows.reverse()
-        total = uow.count(resource_type, clauses, request.types) if request.total != "none" else None
+        whole = fetched and key is None and not more  # every match is on this first page
+        total = _total(uow, request, resource_type, clauses, len(rows) if whole else None, first_page=key is None)
         included = _included(uow, rows, request.includes)
     page = Page(rows, included, total, more, backwards, key is not None)
     return Result(200, body=_bundle(env, request, page, _path(resource_type, compartment)))
+
+
+def _total(
+    uow: UnitOfWork,
+    request: SearchRequest,
+    resource_type: str | None,
+    clauses: list[Clause],
+    known: int | None,
+    first_page: bool,
+) -> int | None:
+    """Bundle.total (search.html#total: `_total` is a hint; servers may omit the total).
+
+    `accurate` (also `_summary=count` and `_count=0`) counts every match. Without `_total`, the
+    total is given when it is cheap: when every match is on the first page, or at most
+    TOTAL_COUNT_LIMIT matches on counting them; deeper pages and larger sets leave it out, so that
+    paging through a large set never recounts it. `estimate` is that bounded count or, beyond it,
+    PostgreSQL's planner estimate (SQLite has none, so it counts)."""
+    if request.total == "accurate" or request.summary == "count" or request.count == 0:
+        return uow.count(resource_type, clauses, request.types)
+    if request.total == "none":
+        return None
+    if known is not None:
+        return known
+    if request.total != "estimate" and not first_page:
+        return None
+    counted = uow.count(resource_type, clauses, request.types, limit=TOTAL_COUNT_LIMIT + 1)
+    if counted <= TOTAL_COUNT_LIMIT:
+        return counted
+    if request.total != "estimate":
+        return None
+    estimated = uow.estimate(resource_type, clauses, request.types)
+    return max(estimated, counted) if estimated is not None else uow.count(resource_type, clauses, request.types)
 
 
 @dataclass(frozen=True)

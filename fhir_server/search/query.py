@@ -54,7 +54,7 @@ class SearchRequest:
     count: int = 50
     page: str | None = None  # the opaque `_page` token
     includes: tuple[Include, ...] = ()  # _include and _revinclude (reverse=True)
-    total: str = "accurate"  # none | estimate | accurate
+    total: str | None = None  # none | estimate | accurate; None: not asked (interactions/search.py)
     summary: str | None = None  # true | text | data | count | false
     elements: tuple[str, ...] = ()
     types: tuple[str, ...] = ()  # `_type` of a system search
@@ -70,7 +70,7 @@ class _State:
     sort: tuple[SortKey, ...] = ()
     page: str | None = None
     includes: list[Include] = field(default_factory=list)
-    total: str = "accurate"
+    total: str | None = None
     summary: str | None = None
     elements: tuple[str, ...] = ()
     types: tuple[str, ...] = ()

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Select, and_, false, func, or_, select
+from sqlalchemy import Select, and_, false, func, literal_column, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from fhir_server.search.clauses import Clause, SortKey
@@ -64,9 +64,25 @@ def page_statement(
 
 
 def count_statement(
+    resource_type: str | None,
+    types: Sequence[str],
+    clauses: Sequence[Clause],
+    visible: Visible,
+    limit: int | None = None,
+) -> Select[Any]:
+    """How many resources match; with `limit`, counting stops after that many (a bounded cost)."""
+    conditions = _filter(resource_type, types, clauses, visible)
+    if limit is None:
+        return select(func.count()).select_from(resource).where(*conditions)
+    matches = select(literal_column("1").label("one")).select_from(resource).where(*conditions).limit(limit)
+    return select(func.count()).select_from(matches.subquery("counted"))
+
+
+def matches_statement(
     resource_type: str | None, types: Sequence[str], clauses: Sequence[Clause], visible: Visible
 ) -> Select[Any]:
-    return select(func.count()).select_from(resource).where(*_filter(resource_type, types, clauses, visible))
+    """Every match, unordered (what the planner's row estimate is asked of)."""
+    return select(literal_column("1")).select_from(resource).where(*_filter(resource_type, types, clauses, visible))
 
 
 def _by_type(

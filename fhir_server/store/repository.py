@@ -24,6 +24,7 @@ from fhir_server.search.clauses import Clause, IndexRow, SortKey
 from fhir_server.store import jobs
 from fhir_server.store.compile_search import (
     count_statement,
+    matches_statement,
     page_statement,
     referenced_statement,
     referencing_statement,
@@ -256,10 +257,30 @@ class UnitOfWork:
             found.append(Found(**{**version.__dict__, "keyset": keyset}))
         return found
 
-    def count(self, resource_type: str | None, clauses: Sequence[Clause], types: tuple[str, ...] = ()) -> int:
-        """How many current, visible resources `search` would find on all pages together."""
+    def count(
+        self,
+        resource_type: str | None,
+        clauses: Sequence[Clause],
+        types: tuple[str, ...] = (),
+        limit: int | None = None,
+    ) -> int:
+        """How many current, visible resources `search` would find on all pages together; with
+        `limit`, no more than that many are counted."""
         clauses = self._resolved(clauses)
-        return int(self._run(self._narrow(count_statement(resource_type, types, clauses, self._visible))).scalar_one())
+        statement = count_statement(resource_type, types, clauses, self._visible, limit)
+        return int(self._run(self._narrow(statement)).scalar_one())
+
+    def estimate(self, resource_type: str | None, clauses: Sequence[Clause], types: tuple[str, ...] = ()) -> int | None:
+        """The planner's estimate of how many resources match (PostgreSQL), None elsewhere."""
+        if self.connection.dialect.name != "postgresql":
+            return None
+        statement = self._narrow(matches_statement(resource_type, types, self._resolved(clauses), self._visible))
+        compiled = statement.compile(dialect=self.connection.dialect, compile_kwargs={"render_postcompile": True})
+        if self._pending:
+            self.flush()
+        explained = self.connection.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {compiled}", compiled.params)
+        plan = explained.scalar_one()
+        return int(plan[0]["Plan"]["Plan Rows"])
 
     def referenced(
         self, sources: Iterable[tuple[str, str]], params: Sequence[str] | None, target_type: str | None = None
