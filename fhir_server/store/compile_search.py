@@ -19,7 +19,14 @@ from sqlalchemy import Select, and_, false, func, literal_column, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from fhir_server.search.clauses import Clause, SortKey
-from fhir_server.store.compile_sort import after_predicate, before_predicate, order_by, subject_sort_expression
+from fhir_server.store.compile_sort import (
+    after_predicate,
+    before_predicate,
+    driven_matches,
+    drives_page,
+    order_by,
+    subject_sort_expression,
+)
 from fhir_server.store.compiler import Visible, predicate, subject_of
 from fhir_server.store.schema import reference_index, resource
 
@@ -46,13 +53,20 @@ def page_statement(
     after: Sequence[Any] | None,
     visible: Visible,
     backwards: bool = False,
+    driven: bool = False,
 ) -> Select[Any]:
     """One page of matches; the row's `sort_<n>` columns, resource_type and id form its keyset.
-    `backwards`: the page that ends just before the keyset `after`, in reverse order."""
+    `backwards`: the page that ends just before the keyset `after`, in reverse order. `driven`:
+    read the matches in the order of the first sort key's index rows where possible
+    (compile_sort.driven_matches; for PostgreSQL, whose planner can stop early on it)."""
     subject = subject_of(resource_type)
-    sort_columns = [subject_sort_expression(subject, key).label(f"sort_{n}") for n, key in enumerate(sort)]
     conditions = _filter(resource_type, types, clauses, visible)
-    matches = select(resource, *sort_columns).where(*conditions).subquery("matches")
+    matches: Any
+    if driven and resource_type is not None and drives_page(resource_type, sort):
+        matches = driven_matches(resource_type, sort, conditions, subject)
+    else:
+        sort_columns = [subject_sort_expression(subject, key).label(f"sort_{n}") for n, key in enumerate(sort)]
+        matches = select(resource, *sort_columns).where(*conditions).subquery("matches")
     keys = [matches.c[f"sort_{n}"] for n in range(len(sort))] + [matches.c.resource_type, matches.c.id]
     descending = [key.descending for key in sort] + [False, False]
     nullable = [key.param is not None for key in sort] + [False, False]
@@ -74,8 +88,10 @@ def count_statement(
     conditions = _filter(resource_type, types, clauses, visible)
     if limit is None:
         return select(func.count()).select_from(resource).where(*conditions)
-    matches = select(literal_column("1").label("one")).select_from(resource).where(*conditions).limit(limit)
-    return select(func.count()).select_from(matches.subquery("counted"))
+    bounded: Select[Any] = (
+        select(literal_column("1").label("one")).select_from(resource).where(*conditions).limit(limit)
+    )
+    return select(func.count()).select_from(bounded.subquery("counted"))
 
 
 def matches_statement(

@@ -25,13 +25,13 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Float, and_, false, func, or_, select, type_coerce
+from sqlalchemy import Float, and_, cast, false, func, literal_column, null, or_, select, type_coerce, union_all
 from sqlalchemy.sql.elements import ColumnElement
 
 from fhir_server.errors import Invalid
 from fhir_server.search.clauses import SortKey
 from fhir_server.store.compiler import Subject, subject_of
-from fhir_server.store.schema import INDEX_TABLES
+from fhir_server.store.schema import INDEX_TABLES, resource
 
 # parameter type -> (column sorted ascending, column sorted descending, Python type of its value)
 _SORT_COLUMNS: dict[str, tuple[str, str, type]] = {
@@ -62,12 +62,9 @@ def subject_sort_expression(subject: Subject, key: SortKey) -> Any:
     if param.table is None or param.type not in _SORT_COLUMNS:
         message = f"Sorting by the {param.type} parameter '{param.code}' is not supported"
         raise Invalid(message, "search-sort-unsupported")
-    ascending, descending, python_type = _SORT_COLUMNS[param.type]
     table = INDEX_TABLES[param.table].alias()
-    column = table.c[descending if key.descending else ascending]
-    aggregate: Any = func.max(column) if key.descending else func.min(column)
-    if python_type is float:  # numbers compare as floats on both databases (SQLite stores REAL anyway)
-        aggregate = aggregate if param.type == "quantity" else type_coerce(aggregate, Float())
+    column = table.c[_column_name(key)]
+    aggregate = _typed(key, func.max(column) if key.descending else func.min(column))
     return (
         select(aggregate)
         .where(
@@ -77,6 +74,68 @@ def subject_sort_expression(subject: Subject, key: SortKey) -> Any:
         )
         .scalar_subquery()
     )
+
+
+def _column_name(key: SortKey) -> str:
+    assert key.param is not None
+    ascending, descending, _ = _SORT_COLUMNS[key.param.type]
+    return descending if key.descending else ascending
+
+
+def _typed(key: SortKey, value: Any) -> Any:
+    """Numbers compare as floats on both databases (SQLite stores REAL anyway)."""
+    assert key.param is not None
+    if _SORT_COLUMNS[key.param.type][2] is float and key.param.type != "quantity":
+        return type_coerce(value, Float())
+    return value
+
+
+def drives_page(resource_type: str | None, sort: Sequence[SortKey]) -> bool:
+    """Whether a page can be read in the order of the first sort key's index rows (`driven_matches`)."""
+    if resource_type is None or not sort:
+        return False
+    param = sort[0].param
+    return param is not None and param.table is not None and param.type in _SORT_COLUMNS
+
+
+def driven_matches(
+    resource_type: str, sort: Sequence[SortKey], conditions: Sequence[ColumnElement[bool]], subject: Subject
+) -> Any:
+    """The matches with their sort values, read from the first key's index rows rather than by
+    computing a subquery per match: with `ORDER BY ... LIMIT`, PostgreSQL walks the index on
+    (resource_type, param, value) in sort order and stops after a page, instead of computing and
+    sorting the key of every match (a `code=` search with `_sort=-date` has ~100,000 matches).
+
+    Matches with a value: each resource's extreme row (the lowest value ascending, the highest
+    descending: no row of its own lies beyond it), joined to the resource. A resource with two
+    rows holding the same extreme value appears twice; the repository drops the repeat. Matches
+    without any value: the second branch, sorting last as NULL."""
+    first = sort[0]
+    assert first.param is not None
+    table = INDEX_TABLES[first.param.table or ""]
+    driving, other, absent = table.alias("sorted_by"), table.alias(), table.alias()
+    name = _column_name(first)
+    value = driving.c[name]
+    beyond = other.c[name] > value if first.descending else other.c[name] < value
+    owned = [other.c.resource_type == driving.c.resource_type, other.c.resource_id == driving.c.resource_id]
+    extreme = ~select(literal_column("1")).where(*owned, other.c.param == driving.c.param, beyond).exists()
+    rest = [subject_sort_expression(subject, key).label(f"sort_{n}") for n, key in enumerate(sort) if n > 0]
+    on = and_(resource.c.resource_type == driving.c.resource_type, resource.c.id == driving.c.resource_id)
+    valued = (
+        select(resource, _typed(first, value).label("sort_0"), *rest)
+        .select_from(driving.join(resource, on))
+        .where(driving.c.resource_type == resource_type, driving.c.param == first.param.code)
+        .where(value.is_not(None), extreme, *conditions)
+    )
+    has_value: Any = select(literal_column("1")).where(
+        absent.c.resource_type == resource.c.resource_type,
+        absent.c.resource_id == resource.c.id,
+        absent.c.param == first.param.code,
+        absent.c[name].is_not(None),
+    )
+    empty = _typed(first, cast(null(), value.type)).label("sort_0")
+    unvalued = select(resource, empty, *rest).where(~has_value.exists(), *conditions)
+    return union_all(valued, unvalued).subquery("matches")
 
 
 def key_type(key: SortKey) -> type:

@@ -249,13 +249,24 @@ class UnitOfWork:
         if after is not None:
             after = check_keyset(after, sort)
         clauses = self._resolved(clauses)
-        statement = page_statement(resource_type, types, clauses, sort, limit, after, self._visible, backwards)
-        found = []
-        for row in self._run(self._narrow(statement)):
-            version = _version(row)
-            keyset = (*row[len(resource.c) : len(resource.c) + len(sort)], version.resource_type, version.id)
-            found.append(Found(**{**version.__dict__, "keyset": keyset}))
-        return found
+        driven = self.connection.dialect.name == "postgresql"
+        found: list[Found] = []
+        seen: set[tuple[str, str]] = set()
+        while True:  # more than once only when a driven page held a resource twice (driven_matches)
+            wanted = limit - len(found)
+            statement = page_statement(
+                resource_type, types, clauses, sort, wanted, after, self._visible, backwards, driven
+            )
+            rows = self._run(self._narrow(statement)).all()
+            for row in rows:
+                version = _version(row)
+                keyset = (*row[len(resource.c) : len(resource.c) + len(sort)], version.resource_type, version.id)
+                if (version.resource_type, version.id) not in seen:
+                    seen.add((version.resource_type, version.id))
+                    found.append(Found(**{**version.__dict__, "keyset": keyset}))
+                after = keyset
+            if len(rows) < wanted or len(found) >= limit:
+                return found
 
     def count(
         self,

@@ -135,6 +135,26 @@ def test_keyset_pages_cover_every_match_once_with_ties_and_nulls(store, descendi
     assert all(len(page) == size for page in pages[:-1])
 
 
+@pytest.mark.parametrize("descending", [False, True])
+@pytest.mark.parametrize("size", [1, 2, 5])
+def test_resources_with_several_and_repeated_values_appear_once_in_sort_order(store, descending, size):
+    """A resource sorts by its lowest value ascending and its highest descending, once, even when
+    that extreme value is held twice (PostgreSQL reads such pages from the index rows, where the
+    resource shows up once per extreme row)."""
+    k = Kinds()
+    values = {"a": [3, 1, 1], "b": [2, 2], "c": [5, 0, 5], "d": [], "e": [4], "f": [1, 5, 5, 0]}
+    for name, numbers in values.items():
+        put(store, k.Obs, name, [number_row("n", str(n), str(n)) for n in numbers])
+    extreme = {name: (max(ns) if descending else min(ns)) for name, ns in values.items() if ns}
+    valued = sorted(extreme, key=lambda name: ((-1 if descending else 1) * extreme[name], name))
+    expected = valued + ["d"]
+    sort = [SortKey(param(k.Obs, "n", "number"), descending)]
+    assert ids(store, k.Obs, sort=sort) == expected
+    pages = _pages(store, k.Obs, sort, size)
+    assert [row for page in pages for row in page] == expected
+    assert all(len(page) == size for page in pages[:-1])
+
+
 def test_keyset_paging_under_concurrent_writes(store):
     """Rows written between two page requests never shift the others: nothing is served twice
     and nothing that stayed put is skipped."""
