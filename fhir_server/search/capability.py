@@ -1,8 +1,9 @@
 """What search supports, per resource type, for the CapabilityStatement (capabilitystatement.html).
 
 Derived from the same tables that parsing and indexing use, so the statement lists exactly what
-works: parameters with an index (or answered from the resource table), their implemented
-modifiers, and the reference parameters usable in `_include` and `_revinclude`.
+works: parameters with an index (or answered from the resource table, or the full-text `_text`
+and `_content`), their implemented modifiers, and the reference parameters usable in `_include`
+and `_revinclude`.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from functools import cache
 
 from fhir_server.model.schema import resource_types
 from fhir_server.search.criteria import MODIFIERS, PENDING_MODIFIERS
+from fhir_server.search.fulltext import PARAMETERS as FULL_TEXT
 from fhir_server.search.params import SearchParam
 from fhir_server.search.registry import generation, is_ready, search_params
 
@@ -18,17 +20,18 @@ _FROM_RESOURCE_TABLE = frozenset({"_id", "_lastUpdated"})
 
 
 def searchable(resource_type: str) -> list[SearchParam]:
-    """Parameters that work: answered from the resource table, or indexed (custom ones once their
-    reindex is done)."""
+    """Parameters that work: answered from the resource table, full-text, or indexed (custom ones
+    once their reindex is done)."""
+    answered = _FROM_RESOURCE_TABLE | FULL_TEXT
     return [
         param
         for param in search_params(resource_type).values()
-        if param.code in _FROM_RESOURCE_TABLE or (param.table is not None and is_ready(param))
+        if param.code in answered or (param.table is not None and is_ready(param))
     ]
 
 
 def modifiers(param: SearchParam) -> list[str]:
-    if param.code in _FROM_RESOURCE_TABLE:
+    if param.code in _FROM_RESOURCE_TABLE | FULL_TEXT:  # no modifier, not even :missing
         return []
     working = MODIFIERS.get(param.type, frozenset()) - PENDING_MODIFIERS.get(param.type, frozenset())
     return sorted({*working, "missing"})

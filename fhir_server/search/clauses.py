@@ -34,6 +34,10 @@ Rows under derived parameter names (search/params.py):
   coding with a system and a code: system = the coding's system, code = `of_type_code(coding
   code, value)` (`MR|12345`, a `|` or `\\` in the coding code escaped), for `:of-type`
   (search.html#token).
+
+Full-text rows (search/fulltext.py): `_content` and `_text` in the string table, `value` the
+normalised words of the whole resource or of its narrative between single spaces, with a leading
+and a trailing space (` peter james chalmers `), `exact` None; a long text takes several rows.
 """
 
 from __future__ import annotations
@@ -200,6 +204,16 @@ class NotClause:
 
 
 @dataclass(frozen=True)
+class TextClause:
+    """`_text` / `_content` (search.html#text, #content): OR-ed terms, each normalised into words
+    as search/fulltext.py stores them (`blood pressure`); a resource matches a term when a row of
+    the parameter in idx_string contains a space followed by the term."""
+
+    code: str  # _text | _content
+    terms: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class CompareClause:
     """A `_filter` comparison no URL search form expresses (search_filter.html#ops), matched per
     index row of `param`: string `eq` (whole value, normalised), `ew` (ends with, normalised) and
@@ -221,6 +235,7 @@ Clause = (
     | AllClause
     | NotClause
     | CompareClause
+    | TextClause
 )
 
 

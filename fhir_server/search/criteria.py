@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from fhir_server.search import fulltext
 from fhir_server.search.clauses import (
     ChainClause,
     Clause,
@@ -62,9 +63,10 @@ PENDING_MODIFIERS: dict[str, frozenset[str]] = {
     "string": frozenset({"text"}),
     "reference": frozenset({"above", "below"}),
 }
-# Parameters for all resources that are not implemented yet (search.html#all, #text, #query); `_filter`
+# Parameters for all resources that are not implemented yet (search.html#all, #query); `_filter`
 # is read by query.py (filter.py), as a parameter of the search itself, never in a chain or `_has`.
-PENDING_PARAMETERS = frozenset({"_text", "_content", "_query", "_filter"})
+# `_text` and `_content` are full-text parameters (fulltext.py).
+PENDING_PARAMETERS = frozenset({"_query", "_filter"})
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,8 @@ def target_type(param: SearchParam, name: str) -> str:
 def _simple(scope: Scope, types: tuple[str, ...], code: str, modifier: str | None, raw: str, every: bool) -> Clause:
     if code in PENDING_PARAMETERS:
         raise Problem(UNSUPPORTED, f"Search parameter '{code}' is not supported yet")
+    if code in fulltext.PARAMETERS:
+        return fulltext.parse_text(resolve(scope, types, code, every), modifier, raw)
     if code == "_list":
         return parse_list(scope.lookup(*LIST_ITEM), modifier, raw)
     if code in ("_id", "_lastUpdated"):

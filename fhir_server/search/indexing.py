@@ -2,7 +2,9 @@
 
 Every parameter of the resource's type with an index table is extracted (extract.py), except
 `_id` and `_lastUpdated`: the resource table holds the server-assigned id and lastUpdated
-(which the resource handed to indexing does not carry yet), and searches on them use it.
+(which the resource handed to indexing does not carry yet), and searches on them use it. The
+full-text parameters `_content` and `_text` have no expression: their rows come from one pass
+over the resource (fulltext.py).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from functools import cache
 from typing import Any
 
 from fhir_server.model.schema import schema_definitions
-from fhir_server.search import extract
+from fhir_server.search import extract, fulltext
 from fhir_server.search.clauses import IndexRow
 
 # Parameters answered from the resource table's own columns, never from index rows.
@@ -25,4 +27,4 @@ def has_identifier(resource_type: str) -> bool:
 
 
 def index_rows(resource: dict[str, Any]) -> list[IndexRow]:
-    return extract.index_rows(resource, skip=RESOURCE_COLUMNS)
+    return extract.index_rows(resource, skip=RESOURCE_COLUMNS) + fulltext.index_rows(resource)

@@ -1,5 +1,5 @@
 """Index-row conditions for string, token, reference and uri values (R4 search.html#string,
-#token, #reference, #uri).
+#token, #reference, #uri) and for full-text terms (#text, #content).
 
 Each function returns the condition one row of the parameter's index table (an alias, passed in)
 must meet to match one search value; compiler.py ORs them and wraps them in EXISTS keyed by
@@ -53,6 +53,13 @@ def string_condition(table: FromClause, modifier: str | None, value: Value) -> C
     if modifier is None:
         return table.c.value.startswith(normalised, autoescape=True)  # type: ignore[no-any-return]
     raise unsupported("string", modifier)
+
+
+def text_condition(table: FromClause, term: str) -> ColumnElement[bool]:
+    """`_text` / `_content` (search/fulltext.py): the stored words (` w1 w2 ... `) hold a word
+    starting with the term, or the phrase it is: `value LIKE '% term%'`, the term's `%` and `_`
+    escaped as for `:contains`. The term is normalised already (TextClause)."""
+    return table.c.value.contains(" " + term, autoescape=True)  # type: ignore[no-any-return]
 
 
 def token_condition(table: FromClause, value: Value) -> ColumnElement[bool]:

@@ -13,8 +13,10 @@ EXISTS over idx_composite joined to itself per component (compile_composite.py).
 (search.html#chaining) and `_has` (#has) are one EXISTS over idx_reference joined to the resource
 on its other end, with the inner clause compiled against that resource, nested for deeper chains:
 always one SQL statement. Token `:in`, `:not-in`, `:above` and `:below` match the codes that
-compile_terminology.py read beforehand; `_filter`'s `and`/`or`/`not` are AND/OR/NOT of the parts
-(AllClause, AnyClause, NotClause), its other comparisons row conditions from compile_filter.py.
+compile_terminology.py read beforehand; `_text` and `_content` are one EXISTS over their
+idx_string rows (compile_values.text_condition); `_filter`'s `and`/`or`/`not` are AND/OR/NOT of
+the parts (AllClause, AnyClause, NotClause), its other comparisons row conditions from
+compile_filter.py.
 
 Visibility: the resource on the other end of a chain or `_has` must be current, not deleted, and
 visible to the caller; `visible(row)` (given by the repository, from the caller's Visibility) is
@@ -44,6 +46,7 @@ from fhir_server.search.clauses import (
     LastUpdatedClause,
     NotClause,
     ParamClause,
+    TextClause,
     TokenClause,
     Value,
 )
@@ -62,12 +65,13 @@ from fhir_server.store.compile_terminology import CODE_SET_MODIFIERS, code_set_c
 from fhir_server.store.compile_values import (
     reference_condition,
     string_condition,
+    text_condition,
     token_condition,
     token_text_condition,
     unsupported,
     uri_condition,
 )
-from fhir_server.store.schema import INDEX_TABLES, reference_index, resource, token_index
+from fhir_server.store.schema import INDEX_TABLES, reference_index, resource, string_index, token_index
 
 Visible = Callable[[FromClause], ColumnElement[bool]]
 """The caller's visibility as a predicate on a `resource` table or alias."""
@@ -117,6 +121,9 @@ def predicate(subject: Subject, clause: Clause, visible: Visible | None) -> Colu
         return _exists(table, subject, clause.param, _any(clause.values, lambda v: token_condition(table, v)))
     if isinstance(clause, ParamClause):
         return _param(subject, clause)
+    if isinstance(clause, TextClause):
+        table = string_index.alias()
+        return _exists(table, subject, clause.code, _any(clause.terms, lambda term: text_condition(table, term)))
     if isinstance(clause, ChainClause):
         return _chain(subject, clause, visible)
     if isinstance(clause, AnyClause):

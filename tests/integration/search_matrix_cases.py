@@ -22,6 +22,7 @@ the `:missing=true` cases of every parameter it has no value for.
 from __future__ import annotations
 
 import copy
+import html
 import json
 import re
 import unicodedata
@@ -48,10 +49,6 @@ SYNTH_SYSTEM = "http://example.org/fhir/CodeSystem/matrix"
 UCUM = "http://unitsofmeasure.org"
 NO_MATCH = "zz-nomatch"
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
-
-# Declared pending in search/criteria.py (PENDING_PARAMETERS) and not being built: strict xfails,
-# so that they fail (XPASS) the moment the feature lands.
-TEXT_PENDING = "_text / _content (narrative and full-text search) are not implemented (search.html#text)"
 
 # UCUM conversions the canonical-unit cases use (search.html#quantity): code -> (other code, factor).
 CONVERSIONS = {
@@ -862,10 +859,59 @@ _CASES: dict[str, Callable[[Plan, SearchParam, str, list[dict[str, Any]]], None]
 }
 
 
-def _narrative_word(resource: dict[str, Any]) -> str | None:
+def _narrative_words(resource: dict[str, Any]) -> list[str]:
     div = (resource.get("text") or {}).get("div") or ""
-    words = re.findall(r"(?<![&#\w])[A-Za-z]{6,}(?![\w;])", re.sub(r"<[^>]+>", " ", div))
-    return words[0] if words else None
+    return re.findall(r"(?<![&#\w])[A-Za-z]{6,}(?![\w;])", re.sub(r"<[^>]+>", " ", div))
+
+
+def _narrative(resource: dict[str, Any]) -> str:
+    """The narrative's text, normalised (tags dropped, entities read)."""
+    div = (resource.get("text") or {}).get("div") or ""
+    return normal(html.unescape(re.sub(r"<[^>]+>", " ", div)))
+
+
+# Elements whose values are text for `_content` (search.html#content), read independently of the
+# server's extraction: a word of one of them, outside the narrative, tells `_content` (the whole
+# resource) from `_text` (the narrative only).
+_TEXT_ELEMENTS = ("display", "text", "family", "given", "city", "line", "name", "description", "comment")
+
+
+def _element_word(resource: dict[str, Any]) -> str | None:
+    """A word (5+ letters, starting a word) of a text element outside the narrative that the
+    narrative does not contain, or None."""
+    narrative = _narrative(resource)
+
+    def walk(node: Any, key: str) -> Iterator[str]:
+        if isinstance(node, str) and key in _TEXT_ELEMENTS:
+            yield from re.findall(r"(?<![^\W_])[A-Za-z]{5,}", node)
+        elif isinstance(node, dict):
+            for name, value in node.items():
+                yield from walk(value, name)
+        elif isinstance(node, list):
+            for item in node:
+                yield from walk(item, key)
+
+    body = {key: value for key, value in resource.items() if key not in ("text", "meta")}
+    return next((word for word in walk(body, "") if normal(word) not in narrative), None)
+
+
+def text_cases(plan: Plan, code: str, subject: str, blank: str) -> None:
+    """`_text` / `_content` (search.html#text, #content): a narrative word finds the subject and
+    not the blank resource; a word absent from the resource finds nothing; a word of an element
+    outside the narrative is found by `_content` and not by `_text`."""
+    key = f"{plan.resource_type}-{code}"
+    source = plan.entries[subject].resource
+    blank_text = normal(json.dumps(plan.entries[blank].resource))
+    word = next((word for word in _narrative_words(source) if normal(word) not in blank_text), None)
+    assert word, f"{key}: the subject has no narrative word that the blank resource lacks"
+    _both(plan, key, subject, code, word, "qqzzxnomatch")
+    plan.add(f"{key}-blank-nomatch", blank, code, word, False)
+    plan.add(f"{key}-uppercase-match", subject, code, word.upper(), True)
+    outside = _element_word(source)
+    assert outside, f"{key}: the subject has no text element outside its narrative"
+    plan.add(
+        f"{key}-element-{'match' if code == '_content' else 'nomatch'}", subject, code, outside, code == "_content"
+    )
 
 
 def _subject(plan: Plan, resource: dict[str, Any], key: str) -> str:
@@ -898,11 +944,11 @@ def build_plan(resource_type: str) -> Plan:
             continue
         if code in ("_text", "_content"):
             source = next(
-                (json.loads(t, parse_float=Decimal) for _, t in examples(resource_type) if '"div"' in t), first_example
+                resource
+                for resource in (json.loads(t, parse_float=Decimal) for _, t in examples(resource_type))
+                if _narrative_words(resource) and _element_word(resource)
             )
-            subject = _subject(plan, source, key)
-            word = _narrative_word(source) or "Matrix"
-            _both(plan, key, subject, code, word, "qqzzxnomatch", xfail=TEXT_PENDING)
+            text_cases(plan, code, _subject(plan, source, key), blank)
             continue
         if param.type == "composite":
             source = max(

@@ -8,8 +8,10 @@ not. Every search is AND-ed with the subject's own marker tag (or its `_id`), so
 the subject or nothing whatever else the shared database holds. Each type's resources are created
 in one transaction Bundle, on first use.
 
-Strict xfails mark what is being built now (composite parameters, `:in` / `:not-in`) and what is
-declared pending (`_text`, `_content`); they turn into failures (XPASS) when those features land.
+A case may carry a strict xfail (`Case.xfail`) for a feature being built, so that it fails
+(XPASS) the moment the feature lands; none does now. `_text` and `_content` have their own
+cases: a narrative word finds the subject and not the blank resource, and a word of an element
+outside the narrative is found by `_content` only.
 """
 
 from __future__ import annotations

@@ -737,7 +737,7 @@ def test_format_and_pretty_are_not_criteria() -> None:
     assert request.applied == (("name", "x"), ("_format", "xml"), ("_pretty", "true"))
 
 
-@pytest.mark.parametrize("name", ["_query", "_text", "_content", "_contained", "_containedType"])
+@pytest.mark.parametrize("name", ["_query", "_contained", "_containedType"])
 def test_not_supported_yet(name: str) -> None:
     assert problem(name, "x") == UNSUPPORTED
 
@@ -755,7 +755,7 @@ def test_strict_lists_every_bad_parameter() -> None:
         ("name", "ok"),
         ("birthdate", "notadate"),
         ("name:bogus", "x"),
-        ("_text", "x"),
+        ("_query", "x"),
         ("name:text", "eve"),
         ("_count", "x"),
         ("bogus", "2"),
@@ -767,7 +767,7 @@ def test_strict_lists_every_bad_parameter() -> None:
         ("bogus", UNKNOWN, "not-supported"),
         ("birthdate", VALUE, "invalid"),
         ("name:bogus", MODIFIER, "not-supported"),
-        ("_text", UNSUPPORTED, "not-supported"),
+        ("_query", UNSUPPORTED, "not-supported"),
         ("name:text", UNSUPPORTED, "not-supported"),
         ("_count", VALUE, "invalid"),
         ("bogus", UNKNOWN, "not-supported"),
