@@ -1,10 +1,10 @@
 """The access-context seam (DESIGN.md section 3).
 
 Every interaction receives an `AccessContext`: who asks, for which clinic, with which scopes.
-The policy (auth/policy.py) turns it into a `Visibility`, a plain description of which rows the
-caller may touch, and the store compiles that into SQL predicates applied to every query.
-Until SMART authorization exists, the only context is `LOCAL_OPERATOR`: an unauthenticated
-caller on a loopback address, which the server accepts nowhere else.
+The policy (auth/policy.py) turns it, for one kind of interaction, into a `Visibility`: a plain
+description of which rows the caller may touch, which the store compiles into SQL predicates
+applied to every query (store/compile_access.py). `LOCAL_OPERATOR` is an unauthenticated caller
+on a loopback address, let in only where the settings allow it.
 """
 
 from __future__ import annotations
@@ -15,21 +15,35 @@ from dataclasses import dataclass, field
 @dataclass(frozen=True)
 class AccessContext:
     principal: str
-    kind: str  # "local-operator" now; later patient, proxy, clinic-member, system, admin
+    kind: str  # local-operator | patient | clinic-member | backend-service | platform-admin
     clinic_id: str | None = None
     scopes: frozenset[str] = field(default_factory=frozenset)
     client_address: str | None = None
+    client_id: str | None = None
+    patient: str | None = None  # the launch context's patient id (SMART `patient`)
+    encounter: str | None = None
+    fhir_user: str | None = None
+    role: str | None = None
+
+
+@dataclass(frozen=True)
+class Grant:
+    """Rows of `resource_type` ("*": every type) a caller may touch; with `patient`, only those
+    in that patient's compartment; with `query`, only those matching that search (a SMART
+    granular scope)."""
+
+    resource_type: str
+    patient: str | None = None
+    query: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
 class Visibility:
-    """Which stored rows a caller may see or change; `unrestricted` sees all of them.
-
-    Anything not unrestricted sees nothing until the clinic and patient rules exist: the safe
-    default for a seam that later issues narrow down.
-    """
+    """Which stored rows a caller may see or change: all of them (`unrestricted`), or those of
+    any of its grants. No grant sees nothing: the safe default."""
 
     unrestricted: bool = False
+    grants: tuple[Grant, ...] = ()
 
 
 LOCAL_OPERATOR = AccessContext(principal="local-operator", kind="local-operator")

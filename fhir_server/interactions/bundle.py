@@ -12,9 +12,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from fhir_server.access import Visibility
 from fhir_server.errors import FhirError, Invalid, Issue, TooLarge, invalid
 from fhir_server.interactions.bundle_entries import (
     Entry,
+    entry_letter,
     parse_entries,
     prepare_entry,
     relocate,
@@ -68,13 +70,14 @@ def _without_resources(bundle: dict[str, Any]) -> dict[str, Any]:
 def _transaction(env: Env, entries: list[Entry], return_resources: bool) -> Result:
     _prepare_all(entries)
     results: dict[int, Result] = {}
-    with env.store.unit_of_work(env.visibility) as uow:
-        identities = assign_identities(uow, entries)
+    with env.store.unit_of_work(Visibility()) as uow:  # each step below says what it may touch
+        identities = assign_identities(uow, entries, env.visibility)
         for entry in entries:
             with _naming(entry):
-                rewrite_references(uow, entry, identities)
+                rewrite_references(uow, entry, identities, env.visibility)
         for entry in sorted(entries, key=lambda e: (_ORDER[e.method], e.index)):
             with _naming(entry):
+                uow.visibility = env.visibility(entry_letter(entry), entry.resource_type)
                 results[entry.index] = run_entry(uow, entry)
     responses = [response_entry(results[entry.index], return_resources) for entry in entries]
     return Result(200, body=_response_bundle("transaction-response", responses))
@@ -100,7 +103,8 @@ def _batch(env: Env, entries: list[Entry], return_resources: bool) -> Result:
         try:
             prepare_entry(entry, transaction=False)
             read_only = entry.method in ("GET", "HEAD")
-            with env.store.unit_of_work(env.visibility, read_only=read_only) as uow:
+            visibility = env.visibility(entry_letter(entry), entry.resource_type)
+            with env.store.unit_of_work(visibility, read_only=read_only) as uow:
                 result = run_entry(uow, entry)
             responses.append(response_entry(result, return_resources))
         except FhirError as error:

@@ -142,6 +142,14 @@ def _patch_document(resource: Any) -> tuple[Any, str]:
     raise Invalid("PATCH entries carry a Parameters resource or a JSON Patch Binary", "patch-invalid")
 
 
+# The SMART permission letter (auth/policy.py) each entry's interaction needs.
+_LETTERS = {"POST": "c", "PUT": "u", "PATCH": "u", "DELETE": "d", "GET": "r", "HEAD": "r"}
+
+
+def entry_letter(entry: Entry) -> str:
+    return _LETTERS.get(entry.method, "r")
+
+
 def run_entry(uow: Any, entry: Entry) -> Result:
     if entry.method == "POST":
         assert entry.resource is not None

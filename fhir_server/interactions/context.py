@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Any
 
 from fhir_server.access import AccessContext, Visibility
@@ -21,9 +20,10 @@ class Env:
     access: AccessContext
     base_url: str
 
-    @cached_property
-    def visibility(self) -> Visibility:
-        return policy.visibility(self.access)
+    def visibility(self, letter: str, resource_type: str | None) -> Visibility:
+        """What the caller may touch doing an interaction of `letter` (c, r, u, d, s; see
+        auth/policy.py) on `resource_type`; 403 when its scopes do not permit it at all."""
+        return policy.visibility(self.access, letter, resource_type)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from fhir_server.store.repository import UnitOfWork
 
 def create(env: Env, resource_type: str, body: Any, if_none_exist: str | None = None) -> Result:
     resource = prepare_create(resource_type, body)
-    with env.store.unit_of_work(env.visibility) as uow:
+    with env.store.unit_of_work(env.visibility("c", resource_type)) as uow:
         return create_in(uow, resource, if_none_exist)
 
 

@@ -16,7 +16,7 @@ from fhir_server.store.repository import UnitOfWork
 
 
 def delete(env: Env, resource_type: str, resource_id: str, if_match: int | None = None) -> Result:
-    with env.store.unit_of_work(env.visibility) as uow:
+    with env.store.unit_of_work(env.visibility("d", resource_type)) as uow:
         return delete_in(uow, resource_type, resource_id, if_match)
 
 
@@ -36,7 +36,7 @@ def delete_in(uow: UnitOfWork, resource_type: str, resource_id: str, if_match: i
 
 
 def conditional_delete(env: Env, resource_type: str, query: str) -> Result:
-    with env.store.unit_of_work(env.visibility) as uow:
+    with env.store.unit_of_work(env.visibility("d", resource_type)) as uow:
         return conditional_delete_in(uow, resource_type, query)
 
 

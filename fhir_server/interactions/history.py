@@ -30,7 +30,7 @@ def history(
     env: Env, params: list[tuple[str, str]], resource_type: str | None = None, resource_id: str | None = None
 ) -> Result:
     query = _query(env, dict(params), resource_type, resource_id, [name for name, _ in params])
-    with env.store.unit_of_work(env.visibility, read_only=True) as uow:
+    with env.store.unit_of_work(env.visibility("r" if resource_id else "s", resource_type), read_only=True) as uow:
         if resource_type and resource_id and uow.current(resource_type, resource_id) is None:
             raise NotFound(f"{resource_type}/{resource_id} is not known", "resource-not-found")
         rows = uow.history(HistoryQuery(**{**query.__dict__, "limit": query.limit + 1}))

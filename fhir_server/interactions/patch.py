@@ -27,7 +27,7 @@ FHIRPATH_PATCH = "fhirpath-patch"
 def patch(
     env: Env, resource_type: str, resource_id: str, document: Any, kind: str, if_match: int | None = None
 ) -> Result:
-    with env.store.unit_of_work(env.visibility) as uow:
+    with env.store.unit_of_work(env.visibility("u", resource_type)) as uow:
         return patch_in(uow, resource_type, resource_id, document, kind, if_match)
 
 

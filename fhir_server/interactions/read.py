@@ -9,7 +9,7 @@ from fhir_server.store.repository import StoredVersion, UnitOfWork
 
 
 def read(env: Env, resource_type: str, resource_id: str) -> Result:
-    with env.store.unit_of_work(env.visibility, read_only=True) as uow:
+    with env.store.unit_of_work(env.visibility("r", resource_type), read_only=True) as uow:
         return Result(200, read_in(uow, resource_type, resource_id))
 
 
@@ -23,7 +23,7 @@ def read_in(uow: UnitOfWork, resource_type: str, resource_id: str) -> StoredVers
 
 
 def vread(env: Env, resource_type: str, resource_id: str, version: str) -> Result:
-    with env.store.unit_of_work(env.visibility, read_only=True) as uow:
+    with env.store.unit_of_work(env.visibility("r", resource_type), read_only=True) as uow:
         return Result(200, vread_in(uow, resource_type, resource_id, version))
 
 

@@ -8,10 +8,12 @@ so `urn:uuid:` and fullUrl references can be rewritten to `Type/id`; conditional
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
+from fhir_server.access import Visibility
 from fhir_server.errors import Invalid, PreconditionFailed
-from fhir_server.interactions.bundle_entries import Entry
+from fhir_server.interactions.bundle_entries import Entry, entry_letter
 from fhir_server.interactions.conditional import matches
 from fhir_server.interactions.writing import new_id
 from fhir_server.store.repository import UnitOfWork
@@ -20,9 +22,14 @@ _TAIL = re.compile(r"(?P<ref>[A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64})$")
 _CONDITIONAL = re.compile(r"^(?P<type>[A-Z][A-Za-z]+)\?(?P<query>.+)$")
 
 
-def assign_identities(uow: UnitOfWork, entries: list[Entry]) -> dict[str, str]:
+Permit = Callable[[str, str | None], Visibility]
+"""What the caller may touch for a permission letter on a type (Env.visibility)."""
+
+
+def assign_identities(uow: UnitOfWork, entries: list[Entry], permit: Permit) -> dict[str, str]:
     identities: dict[str, str] = {}
     for entry in entries:
+        uow.visibility = permit(entry_letter(entry), entry.resource_type)
         target = _identity(uow, entry)
         if target and entry.full_url:
             identities[entry.full_url] = target
@@ -48,26 +55,26 @@ def _identity(uow: UnitOfWork, entry: Entry) -> str | None:
     return None
 
 
-def rewrite_references(uow: UnitOfWork, entry: Entry, identities: dict[str, str]) -> None:
+def rewrite_references(uow: UnitOfWork, entry: Entry, identities: dict[str, str], permit: Permit) -> None:
     if entry.resource is not None and entry.method in ("POST", "PUT"):
-        _rewrite(uow, entry.resource, identities)
+        _rewrite(uow, entry.resource, identities, permit)
 
 
-def _rewrite(uow: UnitOfWork, node: Any, identities: dict[str, str]) -> None:
+def _rewrite(uow: UnitOfWork, node: Any, identities: dict[str, str], permit: Permit) -> None:
     if isinstance(node, list):
         for item in node:
-            _rewrite(uow, item, identities)
+            _rewrite(uow, item, identities, permit)
         return
     if not isinstance(node, dict):
         return
     for key, value in node.items():
         if key == "reference" and isinstance(value, str):
-            node[key] = _resolve(uow, value, identities)
+            node[key] = _resolve(uow, value, identities, permit)
         elif isinstance(value, (dict, list)):
-            _rewrite(uow, value, identities)
+            _rewrite(uow, value, identities, permit)
 
 
-def _resolve(uow: UnitOfWork, reference: str, identities: dict[str, str]) -> str:
+def _resolve(uow: UnitOfWork, reference: str, identities: dict[str, str], permit: Permit) -> str:
     if reference in identities:
         return identities[reference]
     if reference.startswith("urn:uuid:"):
@@ -75,6 +82,7 @@ def _resolve(uow: UnitOfWork, reference: str, identities: dict[str, str]) -> str
     conditional = _CONDITIONAL.match(reference)
     if not conditional:
         return reference
+    uow.visibility = permit("s", conditional["type"])  # a conditional reference is a search
     found = matches(uow, conditional["type"], conditional["query"])
     if len(found) != 1:
         count = "no" if not found else "more than one"

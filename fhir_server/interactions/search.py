@@ -33,7 +33,7 @@ def search(
     strict: bool = True,
     compartment: tuple[str, str] | None = None,
 ) -> Result:
-    with env.store.unit_of_work(env.visibility, read_only=True) as uow:
+    with env.store.unit_of_work(env.visibility("s", resource_type), read_only=True) as uow:
         custom_params.sync(uow)  # parameters another process just defined are searchable too
         request = parse_search(
             resource_type, params, search_param, strict, env.settings.default_page_size, env.settings.max_page_size

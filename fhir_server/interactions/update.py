@@ -19,7 +19,7 @@ from fhir_server.store.repository import StoredVersion, UnitOfWork
 
 def update(env: Env, resource_type: str, resource_id: str, body: Any, if_match: int | None = None) -> Result:
     resource = prepare_update(resource_type, body, resource_id)
-    with env.store.unit_of_work(env.visibility) as uow:
+    with env.store.unit_of_work(env.visibility("u", resource_type)) as uow:
         return update_in(uow, resource, resource_id, if_match)
 
 
@@ -67,7 +67,7 @@ def update_in(uow: UnitOfWork, resource: dict[str, Any], resource_id: str, if_ma
 
 def conditional_update(env: Env, resource_type: str, query: str, body: Any, if_match: int | None = None) -> Result:
     resource = prepare_update(resource_type, body, None)
-    with env.store.unit_of_work(env.visibility) as uow:
+    with env.store.unit_of_work(env.visibility("u", resource_type)) as uow:
         return conditional_update_in(uow, resource, query, if_match)
 
 

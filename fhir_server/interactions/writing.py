@@ -10,7 +10,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from fhir_server.errors import Conflict
+from fhir_server.errors import Conflict, Forbidden
 from fhir_server.interactions import custom_params
 from fhir_server.model.json import dumps
 from fhir_server.search.indexing import index_rows
@@ -50,6 +50,15 @@ def _before_write(uow: UnitOfWork, resource: dict[str, Any]) -> None:
     custom_params.sync(uow)
 
 
+def _require_within_grants(uow: UnitOfWork, stored: StoredVersion) -> None:
+    """A write must land inside what the caller may touch (SMART: a patient-scoped token writes
+    only into its patient's compartment; a granular scope only what matches its search). Checked
+    on the written row with the same predicates as reads; raising undoes the transaction."""
+    if not uow.is_visible(stored.resource_type, stored.id):
+        message = f"This {stored.resource_type} would lie outside what the access token permits"
+        raise Forbidden(message, "scope-write-outside")
+
+
 def write_new(uow: UnitOfWork, resource: dict[str, Any], resource_id: str | None = None) -> StoredVersion:
     _before_write(uow, resource)
     resource_type = resource["resourceType"]
@@ -60,6 +69,7 @@ def write_new(uow: UnitOfWork, resource: dict[str, Any], resource_id: str | None
     )
     uow.create(stored)
     uow.replace_index(resource_type, resource_id, index_rows(resource), fresh=True)
+    _require_within_grants(uow, stored)
     custom_params.written(uow, resource)
     return stored
 
@@ -73,6 +83,7 @@ def write_version(uow: UnitOfWork, current: StoredVersion, resource: dict[str, A
     if not uow.replace(stored, current.version_id):
         raise Conflict(f"{current.resource_type}/{current.id} was changed concurrently", "version-conflict")
     uow.replace_index(current.resource_type, current.id, index_rows(resource))
+    _require_within_grants(uow, stored)
     custom_params.written(uow, resource)
     return stored
 

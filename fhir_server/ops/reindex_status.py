@@ -23,7 +23,7 @@ def reindex_status(
 ) -> Result:
     if resource_type != "SearchParameter" or resource_id is None:
         raise NotFound("$reindex-status is defined on SearchParameter instances", "operation-unknown")
-    with env.store.unit_of_work(env.visibility, read_only=True) as uow:
+    with env.store.unit_of_work(env.visibility("r", resource_type), read_only=True) as uow:
         definition = parse(read_in(uow, resource_type, resource_id).content or b"{}")
         jobs = [job for job in uow.jobs_of(REINDEX) if job.payload.get("url") == definition.get("url")]
     if not jobs:

@@ -27,7 +27,7 @@ def validate(
         raise NotSupported("Validation against a named profile is not supported yet", "profile-unsupported")
     if mode not in _MODES:
         raise Invalid(f"Unknown $validate mode '{mode}'", "validate-mode-invalid")
-    with env.store.unit_of_work(env.visibility, read_only=True) as uow:
+    with env.store.unit_of_work(env.visibility("r" if resource_id else "c", resource_type), read_only=True) as uow:
         stored = read_in(uow, resource_type, resource_id) if resource_id else None
     if resource is None:
         if stored is None or stored.content is None:

@@ -245,6 +245,12 @@ def _compartments() -> Mapping[str, Mapping[str, tuple[str, ...]]]:
     return MappingProxyType({definition["code"]: MappingProxyType(members)})
 
 
+def compartment_members(compartment: str) -> tuple[tuple[str, str], ...]:
+    """Every (resource type, parameter code) pair that puts resources into a `compartment`."""
+    members = _compartments().get(compartment, MappingProxyType({}))
+    return tuple((kind, code) for kind, codes in members.items() for code in codes)
+
+
 def compartment_params(compartment: str, resource_type: str) -> tuple[str, ...]:
     """Codes of the parameters that put a `resource_type` resource into a `compartment`
     (only the Patient compartment ships); () when it is never in it."""

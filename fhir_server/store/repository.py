@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, false, func, insert, select, text, true, tuple_, update
+from sqlalchemy import and_, bindparam, delete, false, func, insert, select, text, tuple_, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
@@ -22,6 +22,7 @@ from fhir_server.access import Visibility
 from fhir_server.errors import Conflict, Forbidden
 from fhir_server.search.clauses import Clause, IndexRow, SortKey
 from fhir_server.store import jobs
+from fhir_server.store.compile_access import visible_predicate
 from fhir_server.store.compile_search import (
     count_statement,
     matches_statement,
@@ -151,14 +152,24 @@ class UnitOfWork:
         if self.lock:
             self._run(_ADVISORY_LOCK, {"key": key})
 
-    def _narrow(self, statement: Any) -> Any:
-        """The caller's visibility as a predicate (access.py): unrestricted, or nothing yet."""
-        return statement if self.visibility.unrestricted else statement.where(false())
+    def _narrow(self, statement: Any, row: Any = resource) -> Any:
+        """`statement` over `row` (the resource or resource_version table) restricted to what
+        the caller may see (access.py, compile_access.py). Search statements carry the same
+        predicate inside, on every row they reach (`_visible`)."""
+        return statement if self.visibility.unrestricted else statement.where(self._visible(row))
 
     def _visible(self, row: Any) -> ColumnElement[bool]:
-        """The same visibility as a predicate on one `resource` table or alias: what chains,
-        `_has` and includes apply to the resources they reach."""
-        return true() if self.visibility.unrestricted else false()
+        """The caller's visibility as a predicate on one `resource` table or alias: what
+        searches, chains, `_has` and includes apply to every resource they reach."""
+        return visible_predicate(self.visibility, row)
+
+    def is_visible(self, resource_type: str, resource_id: str) -> bool:
+        """Whether the caller may see this current resource now (a write checks its result:
+        a resource written outside the caller's grants is refused, and the transaction undone)."""
+        if self.visibility.unrestricted:
+            return True
+        query = self._narrow(select(resource.c.id).where(_by_key(resource)))
+        return self._run(query, {"key_type": resource_type, "key_id": resource_id}).first() is not None
 
     def _resolved(self, clauses: Sequence[Clause]) -> Sequence[Clause]:
         """`clauses` with the ValueSets and CodeSystem hierarchies they name read from the store
@@ -166,7 +177,7 @@ class UnitOfWork:
         if not needs_terminology(clauses):
             return clauses
         if self._terminology is None:
-            self._terminology = Terminology(lambda statement: self._run(self._narrow(statement)).all(), self._visible)
+            self._terminology = Terminology(lambda statement: self._run(statement).all(), self._visible)
         return self._terminology.resolve(clauses)
 
     def current(self, resource_type: str, resource_id: str, for_update: bool = False) -> StoredVersion | None:
@@ -178,11 +189,11 @@ class UnitOfWork:
 
     def version(self, resource_type: str, resource_id: str, version_id: int) -> StoredVersion | None:
         key = {"key_type": resource_type, "key_id": resource_id, "key_version": version_id}
-        row = self._run(self._narrow(_SELECT_VERSION), key).first()
+        row = self._run(self._narrow(_SELECT_VERSION, resource_version), key).first()
         return _version(row) if row else None
 
     def create(self, stored: StoredVersion) -> None:
-        if not self.visibility.unrestricted:
+        if not self.visibility.unrestricted and not self.visibility.grants:
             raise Forbidden("This caller may not create resources", "write-forbidden")
         self._queue(_INSERT_CURRENT, [_columns(stored)])
         self._queue(_INSERT_VERSION, [{**_columns(stored), "method": stored.method}])
@@ -257,7 +268,7 @@ class UnitOfWork:
             statement = page_statement(
                 resource_type, types, clauses, sort, wanted, after, self._visible, backwards, driven
             )
-            rows = self._run(self._narrow(statement)).all()
+            rows = self._run(statement).all()
             for row in rows:
                 version = _version(row)
                 keyset = (*row[len(resource.c) : len(resource.c) + len(sort)], version.resource_type, version.id)
@@ -279,13 +290,13 @@ class UnitOfWork:
         `limit`, no more than that many are counted."""
         clauses = self._resolved(clauses)
         statement = count_statement(resource_type, types, clauses, self._visible, limit)
-        return int(self._run(self._narrow(statement)).scalar_one())
+        return int(self._run(statement).scalar_one())
 
     def estimate(self, resource_type: str | None, clauses: Sequence[Clause], types: tuple[str, ...] = ()) -> int | None:
         """The planner's estimate of how many resources match (PostgreSQL), None elsewhere."""
         if self.connection.dialect.name != "postgresql":
             return None
-        statement = self._narrow(matches_statement(resource_type, types, self._resolved(clauses), self._visible))
+        statement = matches_statement(resource_type, types, self._resolved(clauses), self._visible)
         compiled = statement.compile(dialect=self.connection.dialect, compile_kwargs={"render_postcompile": True})
         if self._pending:
             self.flush()
@@ -299,7 +310,7 @@ class UnitOfWork:
         """`_include` step: the current, visible resources that the (type, id) `sources` refer to
         through the reference parameters `params` (None for `*`: any), optionally of one type."""
         statement = referenced_statement(list(sources), params, target_type, self._visible)
-        return [_version(row) for row in self._run(self._narrow(statement))]
+        return [_version(row) for row in self._run(statement)]
 
     def referencing(
         self, targets: Iterable[tuple[str, str]], source_type: str | None, params: Sequence[str] | None
@@ -307,11 +318,11 @@ class UnitOfWork:
         """`_revinclude` step: the current, visible `source_type` resources (None: any type) that
         refer to one of the (type, id) `targets` through `params` (None for `*`: any)."""
         statement = referencing_statement(list(targets), source_type, params, self._visible)
-        return [_version(row) for row in self._run(self._narrow(statement))]
+        return [_version(row) for row in self._run(statement)]
 
     def history(self, query: HistoryQuery) -> list[StoredVersion]:
         table = resource_version
-        conditions: list[ColumnElement[bool]] = [true() if self.visibility.unrestricted else false()]
+        conditions: list[ColumnElement[bool]] = [self._visible(table)]
         if query.resource_type:
             conditions.append(table.c.resource_type == query.resource_type)
         if query.id:

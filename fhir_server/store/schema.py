@@ -82,6 +82,7 @@ Index("ix_idx_string_value", string_index.c.resource_type, string_index.c.param,
 
 date_index = _index_table("idx_date", Column("low", DateTime, nullable=True), Column("high", DateTime, nullable=True))
 Index("ix_idx_date_value", date_index.c.resource_type, date_index.c.param, date_index.c.low, date_index.c.high)
+Index("ix_idx_date_high", date_index.c.resource_type, date_index.c.param, date_index.c.high)
 
 number_index = _index_table("idx_number", Column("low", Numeric, nullable=True), Column("high", Numeric, nullable=True))
 Index("ix_idx_number_value", number_index.c.resource_type, number_index.c.param, number_index.c.low)

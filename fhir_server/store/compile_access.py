@@ -1,0 +1,79 @@
+"""A caller's `Visibility` (access.py) as a SQL predicate on one resource row (DESIGN.md
+section 3: enforcement in one place, as predicates the store applies to every query).
+
+A grant is `<type> AND <in the patient's compartment> AND <granular search>`; the row is
+visible when some grant holds. Compartment membership follows the Patient CompartmentDefinition
+(compartmentdefinition-patient.html): the Patient itself, or a reference row of one of the
+type's compartment parameters pointing at it. Rows of `resource_version` are judged by the same
+(current) index rows, so a version is visible when its resource is.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from sqlalchemy import and_, false, literal_column, or_, select, true, tuple_
+from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.expression import FromClause
+
+from fhir_server.access import Grant, Visibility
+from fhir_server.errors import Invalid
+from fhir_server.search.clauses import Clause
+from fhir_server.search.query import parse_search
+from fhir_server.search.registry import compartment_members, compartment_params, search_param
+from fhir_server.store.compiler import clause_predicate
+from fhir_server.store.schema import reference_index
+
+
+def visible_predicate(visibility: Visibility, row: FromClause) -> ColumnElement[bool]:
+    if visibility.unrestricted:
+        return true()
+    if not visibility.grants:
+        return false()
+    return or_(*(_grant(grant, row) for grant in visibility.grants))
+
+
+def _grant(grant: Grant, row: FromClause) -> ColumnElement[bool]:
+    conditions: list[ColumnElement[bool]] = []
+    if grant.resource_type != "*":
+        conditions.append(row.c.resource_type == grant.resource_type)
+    if grant.patient is not None:
+        conditions.append(_in_compartment(row, grant.patient, grant.resource_type))
+    if grant.query:
+        id_column: Any = row.c.id
+        conditions.extend(
+            clause_predicate(grant.resource_type, id_column, clause) for clause in granular_clauses(grant)
+        )
+    return and_(true(), *conditions)
+
+
+def _in_compartment(row: FromClause, patient: str, resource_type: str) -> ColumnElement[bool]:
+    link = reference_index.alias()
+    linked = [
+        link.c.resource_type == row.c.resource_type,
+        link.c.resource_id == row.c.id,
+        link.c.target_type == "Patient",
+        link.c.target_id == patient,
+    ]
+    if resource_type == "*":
+        linked.append(tuple_(link.c.resource_type, link.c.param).in_(compartment_members("Patient")))
+    else:
+        params = compartment_params("Patient", resource_type)
+        linked.append(link.c.param.in_(params) if params else false())
+    itself = and_(row.c.resource_type == "Patient", row.c.id == patient)
+    return or_(itself, select(literal_column("1")).where(*linked).exists())
+
+
+def granular_clauses(grant: Grant) -> tuple[Clause, ...]:
+    """A granular scope's search as clauses (parsed strictly: a scope the server cannot apply
+    exactly must not widen into one it can)."""
+    return _parse(grant.resource_type, grant.query)
+
+
+@cache
+def _parse(resource_type: str, query: tuple[tuple[str, str], ...]) -> tuple[Clause, ...]:
+    request = parse_search(resource_type, list(query), search_param, True, 1, 1)
+    if request.sort or request.includes or request.page:
+        raise Invalid("A scope's search may only hold search criteria", "scope-query-invalid")
+    return request.clauses
