@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 import fhir_server.ops.catalogue  # noqa: F401  (registers every $operation)
-from fhir_server.api import errors
+from fhir_server.api import authorize_pages, demo, errors, oauth
 from fhir_server.api.fastpath import FastReadMiddleware
 from fhir_server.api.middleware import RequestLogMiddleware, configure_logging
 from fhir_server.api.routes import routes, started_at
@@ -38,6 +38,9 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.state.settings = settings
     app.state.store = store or Store(make_engine(settings.database_url, settings.db_pool_size))
     app.state.started_at = started_at()
+    # The authorization server's routes go first: `[base]/.well-known/...` would otherwise match
+    # the FHIR `[type]/[id]` shape.
+    app.router.routes.extend(oauth.routes(settings.base_path) + authorize_pages.routes() + demo.routes())
     app.router.routes.extend(routes(settings.base_path))
     errors.install(app)
 

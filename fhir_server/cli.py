@@ -14,9 +14,12 @@ from typing import Any
 import httpx
 from tqdm import tqdm
 
+from fhir_server.admin import commands as admin_commands
+from fhir_server.admin.demo import seed_if_empty
 from fhir_server.settings import Settings
 from fhir_server.store.engine import make_engine
 from fhir_server.store.migrate import upgrade
+from fhir_server.store.repository import Store
 
 
 def _is_loopback(host: str) -> bool:
@@ -39,7 +42,9 @@ def serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    upgrade(make_engine(settings.database_url))
+    engine = make_engine(settings.database_url)
+    upgrade(engine)
+    _seed_demo(engine, settings, f"http://{args.host}:{args.port}")
     print(
         f"FHIR R4 API at http://{args.host}:{args.port}{settings.base_path} (database {settings.database_url})",
         flush=True,
@@ -54,6 +59,16 @@ def serve(args: argparse.Namespace) -> int:
         access_log=False,
     )
     return 0
+
+
+def _seed_demo(engine: Any, settings: Settings, origin: str) -> None:
+    """On a database without accounts, create the demo clinic, users and app (admin/demo.py)."""
+    if settings.public_base_url:
+        origin = settings.public_base_url.removesuffix(settings.base_path)
+    message = seed_if_empty(Store(engine), settings, origin)
+    engine.dispose()
+    if message:
+        print(message, flush=True)
 
 
 def migrate(args: argparse.Namespace) -> int:
@@ -158,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     load_cmd.add_argument("--batch-size", type=int, default=500)
     load_cmd.add_argument("--quiet", action="store_true")
     load_cmd.set_defaults(handler=load)
+    admin_commands.register(commands)
     args = parser.parse_args(argv)
     return int(args.handler(args))
 

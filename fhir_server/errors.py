@@ -74,6 +74,30 @@ class Unauthorized(FhirError):
     issue_code = "login"
 
 
+class TokenInvalid(Unauthorized):
+    """A bearer token that is missing, malformed, badly signed, expired or meant for someone else
+    (RFC 6750 section 3.1, `invalid_token`)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.headers.setdefault("WWW-Authenticate", 'Bearer realm="fhir", error="invalid_token"')
+
+
+class OAuthError(FhirError):
+    """An OAuth 2.0 error answered as RFC 6749 section 5.2 JSON: `error_code` is the OAuth `error`
+    (invalid_request, invalid_client, invalid_grant, unauthorized_client, unsupported_grant_type,
+    invalid_scope, access_denied...) and `message` its `error_description`."""
+
+    status = 400
+    issue_code = "security"
+
+
+class OAuthClientError(OAuthError):
+    """`invalid_client`: the client could not be authenticated (RFC 6749 section 5.2: 401)."""
+
+    status = 401
+
+
 class Forbidden(FhirError):
     status = 403
     issue_code = "forbidden"

@@ -24,3 +24,11 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     # Unauthenticated access is only ever allowed from loopback until SMART is configured.
     allow_unauthenticated_loopback: bool = True
+    # SMART authorization server (SMART App Launch 2.x): token lifetimes in seconds, login lockout.
+    access_token_seconds: int = 600
+    refresh_token_seconds: int = 30 * 24 * 3600  # offline_access
+    online_refresh_seconds: int = 12 * 3600  # online_access
+    login_max_failures: int = 5
+    login_lock_seconds: int = 15 * 60
+    # `fhir-server serve` on a database without accounts creates the demo clinic, users and app.
+    seed_demo: bool = True

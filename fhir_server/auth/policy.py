@@ -12,7 +12,7 @@ further). A resource outside every grant is simply not there: 404, as if it neve
 from __future__ import annotations
 
 from fhir_server.access import AccessContext, Grant, Visibility
-from fhir_server.auth.scopes import ResourceScope, ScopeError, parse_scope
+from fhir_server.auth.scopes import ResourceScope, parsed_resource_scopes
 from fhir_server.errors import Forbidden
 
 UNRESTRICTED = Visibility(unrestricted=True)
@@ -47,15 +47,9 @@ def visibility(context: AccessContext, letter: str, resource_type: str | None) -
 
 
 def resource_scopes(context: AccessContext) -> list[ResourceScope]:
-    scopes = []
-    for text in sorted(context.scopes):
-        try:
-            scope = parse_scope(text)
-        except ScopeError:
-            continue  # the authorization server never grants these; a stray one grants nothing
-        if scope is not None:
-            scopes.append(scope)
-    return scopes
+    """The context's resource scopes (a malformed one, which the authorization server never
+    grants, grants nothing)."""
+    return list(parsed_resource_scopes(sorted(context.scopes)))
 
 
 def _grant(context: AccessContext, scope: ResourceScope, resource_type: str | None) -> Grant | None:

@@ -17,6 +17,7 @@ Other scopes (`openid`, `fhirUser`, `profile`, `launch`, `launch/patient`, `laun
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
@@ -97,14 +98,44 @@ def parse_scopes(scope: str) -> tuple[list[ResourceScope], set[str]]:
     return resources, others
 
 
-def within(requested: str, allowed: str) -> bool:
-    """Whether the scope `requested` is covered by some scope of `allowed` (space-separated):
-    resource scopes by `ResourceScope.covers`, the others by equality."""
+def split(scope: str | None) -> list[str]:
+    """Space-separated scopes (RFC 6749 section 3.3), repeats dropped, order kept."""
+    return list(dict.fromkeys((scope or "").split()))
+
+
+def within(requested: str, allowed: Iterable[str]) -> bool:
+    """Whether the scope `requested` is covered by some scope of `allowed` (what a client may be
+    granted, or an earlier grant): resource scopes by `ResourceScope.covers`, others by equality."""
+    allowed = list(allowed)
     try:
         wanted = parse_scope(requested)
-        granted = [scope for scope in (parse_scope(text) for text in allowed.split()) if scope is not None]
     except ScopeError:
         return False
     if wanted is None:
-        return requested in allowed.split()
-    return any(scope.covers(wanted) for scope in granted)
+        return requested in allowed
+    return any(scope.covers(wanted) for scope in parsed_resource_scopes(allowed))
+
+
+def parsed_resource_scopes(texts: Iterable[str]) -> Iterator[ResourceScope]:
+    for text in texts:
+        try:
+            scope = parse_scope(text)
+        except ScopeError:
+            continue
+        if scope is not None:
+            yield scope
+
+
+def refused(requested: Iterable[str], allowed: Iterable[str]) -> list[str]:
+    """The requested scopes that `allowed` does not cover."""
+    allowed = list(allowed)
+    return [scope for scope in requested if not within(scope, allowed)]
+
+
+def context_of(scope: str) -> str | None:
+    """`patient`, `user` or `system` for a well-formed resource scope, else None."""
+    try:
+        parsed = parse_scope(scope)
+    except ScopeError:
+        return None
+    return parsed.context if parsed is not None else None

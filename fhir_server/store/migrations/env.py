@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
+import fhir_server.store.auth_schema  # noqa: F401  (registers the authorization server tables)
 from fhir_server.store.schema import metadata
 
 config = context.config
