@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import json
+import os
 import sys
 import uuid
 from collections.abc import Iterator
@@ -35,10 +36,10 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     settings = Settings()
-    if not _is_loopback(args.host):
+    if settings.allow_unauthenticated_loopback and not _is_loopback(args.host):
         print(
-            f"refusing to serve on {args.host}: without SMART authorization the server only listens on "
-            "a loopback address (127.0.0.1, ::1 or localhost)",
+            f"refusing to serve on {args.host}: with FHIR_ALLOW_UNAUTHENTICATED_LOOPBACK set, the server "
+            "only listens on a loopback address (127.0.0.1, ::1 or localhost), where nothing else can reach it",
             file=sys.stderr,
         )
         return 2
@@ -117,7 +118,9 @@ def load(args: argparse.Namespace) -> int:
     base = args.url.rstrip("/")
     files = [Path(p) for p in args.paths]
     total = 0
-    with httpx.Client(timeout=300) as client:
+    token = args.token or os.environ.get("FHIR_TOKEN")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    with httpx.Client(timeout=300, headers=headers) as client:
         for path in tqdm(files, unit="file", disable=args.quiet):
             if path.suffix == ".ndjson":
                 total += _load_ndjson(client, base, path, args.batch_size)
@@ -172,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     load_cmd.add_argument("--url", default="http://127.0.0.1:8080/fhir")
     load_cmd.add_argument("--batch-size", type=int, default=500)
     load_cmd.add_argument("--quiet", action="store_true")
+    load_cmd.add_argument("--token", help="a bearer access token with write scopes (default: $FHIR_TOKEN)")
     load_cmd.set_defaults(handler=load)
     admin_commands.register(commands)
     args = parser.parse_args(argv)

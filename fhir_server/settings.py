@@ -22,8 +22,10 @@ class Settings(BaseSettings):
     # measured 25% cheaper with 2 than with anyio's default 40); several let commits group.
     worker_threads: int = 6
     log_level: str = "INFO"
-    # Unauthenticated access is only ever allowed from loopback until SMART is configured.
-    allow_unauthenticated_loopback: bool = True
+    # The local operator: an unauthenticated caller on a loopback address sees everything. Off:
+    # every FHIR request needs a bearer token. On only for tests and benchmarks of the API itself
+    # (api/bearer.py); `serve` then refuses to listen beyond loopback.
+    allow_unauthenticated_loopback: bool = False
     # SMART authorization server (SMART App Launch 2.x): token lifetimes in seconds, login lockout.
     access_token_seconds: int = 600
     refresh_token_seconds: int = 30 * 24 * 3600  # offline_access

@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from fhir_server.api.bearer import grants
 from fhir_server.api.respond import env_base
 from fhir_server.auth.tokens import jwks_document
 from fhir_server.authserver import discovery, introspect, launch, token
@@ -25,7 +26,6 @@ from fhir_server.authserver.env import AUTH_PREFIX, AuthEnv
 from fhir_server.authserver.keys import key_ring
 from fhir_server.errors import FhirError, OAuthError, TokenInvalid
 from fhir_server.store.accounts import Accounts
-from fhir_server.store.grants import Grants
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 FORM_LIMIT = 64 * 1024
@@ -36,8 +36,7 @@ def auth_env(request: Request) -> AuthEnv:
     state = request.app.state
     if getattr(state, "accounts", None) is None:
         state.accounts = Accounts(state.store.engine)
-        state.grants = Grants(state.store.engine)
-    return AuthEnv(state.accounts, state.grants, state.settings, env_base(request))
+    return AuthEnv(state.accounts, grants(request), state.settings, env_base(request))
 
 
 async def read_pairs(request: Request) -> list[tuple[str, str]]:

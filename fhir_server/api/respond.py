@@ -8,15 +8,14 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from fhir_server.access import AccessContext
+from fhir_server.api.bearer import access_context
 from fhir_server.api.formats import Format, body_kind, parse_body, render, response_format
 from fhir_server.api.http import prefer_return, version_headers
-from fhir_server.errors import TooLarge, Unauthorized, information
+from fhir_server.errors import TooLarge, information
 from fhir_server.interactions.context import Env, Result
 from fhir_server.model.json import parse
 from fhir_server.model.summary import check_summary, shape
 
-LOOPBACK = ("127.", "::1", "localhost")
 # Bodies up to this size parse faster than a hop to the thread pool costs.
 _PARSE_INLINE_BYTES = 64 * 1024
 
@@ -27,18 +26,13 @@ def negotiated(request: Request) -> Format:
 
 
 def env_of(request: Request) -> Env:
-    state = request.app.state
-    return Env(state.store, state.settings, access_context(request), env_base(request))
-
-
-def access_context(request: Request) -> AccessContext:
-    """Until SMART authorization exists, only loopback callers are let in, as the local operator."""
-    host = request.client.host if request.client else ""
-    if request.app.state.settings.allow_unauthenticated_loopback and host.startswith(LOOPBACK):
-        return AccessContext(principal="local-operator", kind="local-operator", client_address=host)
-    raise Unauthorized(
-        "Authentication is required", "authentication-required", headers={"WWW-Authenticate": 'Bearer realm="fhir"'}
-    )
+    """The request's environment; the caller is authenticated once per request (api/bearer.py)."""
+    env: Env | None = getattr(request.state, "env", None)
+    if env is None:
+        state = request.app.state
+        base = env_base(request)
+        env = request.state.env = Env(state.store, state.settings, access_context(request, base), base)
+    return env
 
 
 async def read_body(request: Request, allow_json_patch: bool = False) -> tuple[Any, str]:

@@ -7,6 +7,7 @@ parsed and validated by the model layer).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from urllib.parse import parse_qsl
 
@@ -17,7 +18,7 @@ from starlette.routing import Route
 
 from fhir_server.api.formats import render
 from fhir_server.api.http import not_modified, parse_if_match, prefer_return, prefer_strict
-from fhir_server.api.respond import env_of, negotiated, not_modified_response, read_body, respond
+from fhir_server.api.respond import env_base, env_of, negotiated, not_modified_response, read_body, respond
 from fhir_server.errors import Invalid, NotFound, TooLarge, UnsupportedMediaType
 from fhir_server.interactions import bundle, create, delete, history, patch, read, search, update
 from fhir_server.interactions.capabilities import capability_statement
@@ -39,7 +40,7 @@ def _params(request: Request) -> list[tuple[str, str]]:
 
 async def metadata(request: Request) -> Response:
     chosen = negotiated(request)
-    body = capability_statement(env_of(request).base_url, OPERATIONS.values(), request.app.state.started_at)
+    body = capability_statement(env_base(request), OPERATIONS.values(), request.app.state.started_at)
     return Response(render(body, chosen), 200, media_type=chosen.content_type)
 
 
@@ -207,22 +208,35 @@ def _deleted(request: Request, result: Result) -> Response:
 def routes(base: str) -> list[Route]:
     """Most specific first: `_history` and `metadata` before the generic type/id shapes."""
     type_path, instance_path = f"{base}/{{resource_type}}", f"{base}/{{resource_type}}/{{resource_id}}"
-    return [
-        Route(f"{base}/metadata", metadata, methods=["GET"]),
-        Route(f"{base}/", batch_or_transaction, methods=["POST"]),
-        Route(base, batch_or_transaction, methods=["POST"]),
-        Route(f"{base}/_history", system_history, methods=["GET"]),
-        Route(f"{base}/_search", system_search, methods=["POST"]),
-        Route(f"{base}/", system_search, methods=["GET"]),
-        Route(base, system_search, methods=["GET"]),
-        Route(f"{type_path}/_history", type_history, methods=["GET"]),
-        Route(f"{instance_path}/_history", instance_history, methods=["GET"]),
-        Route(f"{instance_path}/_history/{{version}}", vread, methods=["GET"]),
-        Route(f"{instance_path}/{{operation}}", instance_operation, methods=["GET", "POST"]),
-        Route(f"{type_path}/{{operation}}", type_operation_or_read, methods=["GET", "POST"]),
-        Route(instance_path, instance_level, methods=["PUT", "PATCH", "DELETE"]),
-        Route(type_path, type_level, methods=["GET", "POST", "PUT", "DELETE"]),
+    guarded = [
+        (f"{base}/", batch_or_transaction, ["POST"]),
+        (base, batch_or_transaction, ["POST"]),
+        (f"{base}/_history", system_history, ["GET"]),
+        (f"{base}/_search", system_search, ["POST"]),
+        (f"{base}/", system_search, ["GET"]),
+        (base, system_search, ["GET"]),
+        (f"{type_path}/_history", type_history, ["GET"]),
+        (f"{instance_path}/_history", instance_history, ["GET"]),
+        (f"{instance_path}/_history/{{version}}", vread, ["GET"]),
+        (f"{instance_path}/{{operation}}", instance_operation, ["GET", "POST"]),
+        (f"{type_path}/{{operation}}", type_operation_or_read, ["GET", "POST"]),
+        (instance_path, instance_level, ["PUT", "PATCH", "DELETE"]),
+        (type_path, type_level, ["GET", "POST", "PUT", "DELETE"]),
     ]
+    return [Route(f"{base}/metadata", metadata, methods=["GET"])] + [
+        Route(path, _authenticated(handler), methods=methods) for path, handler, methods in guarded
+    ]
+
+
+def _authenticated(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    """The caller is established before anything else of the request is looked at: without a
+    valid token, every FHIR endpoint but `metadata` answers 401 and nothing more (RFC 6750)."""
+
+    async def guarded(request: Request) -> Response:
+        env_of(request)
+        return await handler(request)
+
+    return guarded
 
 
 def started_at() -> str:

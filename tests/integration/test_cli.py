@@ -13,11 +13,15 @@ from fhir_server.cli import main
 from tests.conftest import SYNTHEA
 
 
-def test_serve_refuses_a_non_loopback_host(tmp_path):
+def test_serve_in_operator_mode_refuses_a_non_loopback_host(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "fhir_server.cli", "serve", "--host", "0.0.0.0", "--port", "1"],
         capture_output=True, text=True, timeout=60,
-        env={"FHIR_DATABASE_URL": f"sqlite:///{tmp_path}/x.db", "PATH": "/usr/bin:/bin"},
+        env={
+            "FHIR_DATABASE_URL": f"sqlite:///{tmp_path}/x.db",
+            "FHIR_ALLOW_UNAUTHENTICATED_LOOPBACK": "true",
+            "PATH": "/usr/bin:/bin",
+        },
     )
     assert result.returncode == 2
     assert "refusing" in result.stderr

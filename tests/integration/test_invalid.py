@@ -429,7 +429,9 @@ def small_body_client(tmp_path):  # type: ignore[no-untyped-def]
     engine = make_engine(url)
     upgrade(engine)
     engine.dispose()
-    app = create_app(Settings(database_url=url, max_body_bytes=200, log_level="WARNING"))
+    app = create_app(
+        Settings(database_url=url, max_body_bytes=200, log_level="WARNING", allow_unauthenticated_loopback=True)
+    )
     with TestClient(app, base_url="http://127.0.0.1", client=("127.0.0.1", 40000)) as test_client:
         yield test_client
     app.state.store.engine.dispose()

@@ -17,52 +17,19 @@ from fhir_server.store.grants import Grants
 from tests.conftest import FHIR_JSON
 from tests.integration.oauth_helpers import (
     BASE,
+    PASSWORD,
     REDIRECT,
+    SCOPES,
     Browser,
     accounts,
     authorize_params,
+    exchange,
+    login_and_approve,
+    patient_account,
     pkce,
+    public_client,
     unique_email,
 )
-
-SCOPES = "openid fhirUser launch/patient offline_access patient/*.rs patient/Observation.rs user/*.rs"
-PASSWORD = "correct horse battery"
-
-
-def public_client(store, scopes: str = SCOPES) -> str:
-    client, _ = admin.create_client(
-        accounts(store), name="Patient app <b>", kind="public", scopes=scopes.split(), redirect_uris=[REDIRECT]
-    )
-    return client.client_id
-
-
-def patient_account(client, store, **extra) -> tuple[str, str, str]:
-    created = client.post(
-        "/fhir/Patient",
-        json={"resourceType": "Patient", "name": [{"family": "Flow", "given": ["Pat"]}]},
-        headers=FHIR_JSON,
-    )
-    patient_id = created.json()["id"]
-    email = unique_email("patient")
-    account, _ = admin.create_account(
-        accounts(store), email=email, password=PASSWORD, kind="patient", fhir_user=f"Patient/{patient_id}", **extra
-    )
-    return email, patient_id, account.id
-
-
-def login_and_approve(browser: Browser, email: str, untick: tuple[str, ...] = ()) -> dict[str, str]:
-    assert browser.step() == "login", browser.response.text
-    browser.submit({"email": email, "password": PASSWORD})
-    assert browser.step() == "approve", browser.response.text
-    browser.submit(button=("decision", "approve"), untick=untick)
-    return browser.redirect_params()
-
-
-def exchange(client, client_id: str, code: str, verifier: str | None):
-    form = {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT, "client_id": client_id}
-    if verifier is not None:
-        form["code_verifier"] = verifier
-    return client.post("/auth/token", data=form)
 
 
 def test_standalone_patient_launch_end_to_end(client, store):

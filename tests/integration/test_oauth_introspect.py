@@ -7,8 +7,17 @@ from __future__ import annotations
 import base64
 
 from fhir_server.authserver import admin
-from tests.integration.oauth_helpers import Browser, accounts, authorize_params, backend_token, pkce
-from tests.integration.test_oauth_authorize import REDIRECT, exchange, login_and_approve, patient_account
+from tests.integration.oauth_helpers import (
+    REDIRECT,
+    Browser,
+    accounts,
+    authorize_params,
+    backend_token,
+    exchange,
+    login_and_approve,
+    patient_account,
+    pkce,
+)
 
 
 def _confidential(store) -> tuple[str, dict[str, str]]:
@@ -73,7 +82,7 @@ def test_revoke_access_and_refresh_tokens(client, store):
 
 
 def test_public_clients_may_revoke_their_own_refresh_tokens(client, store):
-    from tests.integration.test_oauth_authorize import public_client
+    from tests.integration.oauth_helpers import public_client
 
     client_id = public_client(store)
     email, _, _ = patient_account(client, store)

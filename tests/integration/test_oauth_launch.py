@@ -6,8 +6,18 @@ from __future__ import annotations
 
 from fhir_server.authserver import admin
 from tests.conftest import FHIR_JSON
-from tests.integration.oauth_helpers import Browser, accounts, authorize_params, backend_token, pkce, unique_email
-from tests.integration.test_oauth_authorize import PASSWORD, exchange, patient_account, public_client
+from tests.integration.oauth_helpers import (
+    PASSWORD,
+    Browser,
+    accounts,
+    authorize_params,
+    backend_token,
+    exchange,
+    patient_account,
+    pkce,
+    public_client,
+    unique_email,
+)
 
 SCOPE = "launch user/*.rs openid fhirUser"
 

@@ -5,8 +5,16 @@ from __future__ import annotations
 
 from fhir_server.auth import totp
 from fhir_server.authserver import admin
-from tests.integration.oauth_helpers import Browser, accounts, authorize_params, pkce, unique_email
-from tests.integration.test_oauth_authorize import PASSWORD, exchange, public_client
+from tests.integration.oauth_helpers import (
+    PASSWORD,
+    Browser,
+    accounts,
+    authorize_params,
+    exchange,
+    pkce,
+    public_client,
+    unique_email,
+)
 
 LOCKED = "locked"
 

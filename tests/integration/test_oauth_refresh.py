@@ -4,8 +4,15 @@ never widen it, and only the client it was issued to may use it."""
 
 from __future__ import annotations
 
-from tests.integration.oauth_helpers import Browser, authorize_params, pkce
-from tests.integration.test_oauth_authorize import exchange, login_and_approve, patient_account, public_client
+from tests.integration.oauth_helpers import (
+    Browser,
+    authorize_params,
+    exchange,
+    login_and_approve,
+    patient_account,
+    pkce,
+    public_client,
+)
 
 SCOPE = "patient/*.rs patient/Observation.rs offline_access"
 

@@ -407,7 +407,14 @@ def test_too_many_entries_is_413(client, settings):
 
 
 def test_entry_limit_is_inclusive(settings):
-    app = create_app(Settings(database_url=settings.database_url, max_bundle_entries=3, log_level="WARNING"))
+    app = create_app(
+        Settings(
+            database_url=settings.database_url,
+            max_bundle_entries=3,
+            log_level="WARNING",
+            allow_unauthenticated_loopback=True,
+        )
+    )
     try:
         with TestClient(app, base_url="http://127.0.0.1", client=("127.0.0.1", 40000)) as small:
             _ok(_submit(small, _bundle("transaction", *(_post(_patient()) for _ in range(3)))), "transaction", 3)
