@@ -11,7 +11,9 @@ import os
 import uuid
 import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -105,9 +107,9 @@ def client(app) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
 FHIR_JSON = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
 
 
-@pytest.fixture(scope="session")
-def live_server(app) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    """The app served by a real uvicorn on a loopback port, for tests that need real sockets."""
+@contextmanager
+def serve_in_thread(asgi_app: Any) -> Iterator[str]:
+    """Serves an ASGI app with a real uvicorn on a free loopback port; yields its origin."""
     import socket
     import threading
     import time
@@ -117,13 +119,22 @@ def live_server(app) -> Iterator[str]:  # type: ignore[no-untyped-def]
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
+    server = uvicorn.Server(uvicorn.Config(asgi_app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.02)
     assert server.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}/fhir"
-    server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def live_server(app) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """The app served by a real uvicorn on a loopback port, for tests that need real sockets."""
+    with serve_in_thread(app) as origin:
+        yield f"{origin}/fhir"

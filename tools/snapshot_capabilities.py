@@ -13,12 +13,13 @@ from fhir_server.search.registry import official_only
 
 SNAPSHOT = Path(__file__).resolve().parents[1] / "conformance" / "CapabilityStatement.json"
 BASE = "http://127.0.0.1:8080/fhir"
+OAUTH_BASE = "http://127.0.0.1:8080/auth"
 DATE = "2026-01-01T00:00:00+00:00"
 
 
 def current() -> dict:
     with official_only():
-        return capability_statement(BASE, OPERATIONS.values(), DATE)
+        return capability_statement(BASE, OAUTH_BASE, OPERATIONS.values(), DATE)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from starlette.routing import Route
 from fhir_server.api.formats import render
 from fhir_server.api.http import not_modified, parse_if_match, prefer_return, prefer_strict
 from fhir_server.api.respond import env_base, env_of, negotiated, not_modified_response, read_body, respond
+from fhir_server.authserver.env import AUTH_PREFIX
 from fhir_server.errors import Invalid, NotFound, TooLarge, UnsupportedMediaType
 from fhir_server.interactions import bundle, create, delete, history, patch, read, search, update
 from fhir_server.interactions.capabilities import capability_statement
@@ -40,7 +41,9 @@ def _params(request: Request) -> list[tuple[str, str]]:
 
 async def metadata(request: Request) -> Response:
     chosen = negotiated(request)
-    body = capability_statement(env_base(request), OPERATIONS.values(), request.app.state.started_at)
+    base = env_base(request)
+    oauth_base = base.removesuffix(request.app.state.settings.base_path) + AUTH_PREFIX  # as AuthEnv.endpoint
+    body = capability_statement(base, oauth_base, OPERATIONS.values(), request.app.state.started_at)
     return Response(render(body, chosen), 200, media_type=chosen.content_type)
 
 

@@ -2,6 +2,9 @@
 
 Nothing here is hand-listed per type: every R4 resource type gets the interactions the
 interaction modules implement, and the operations come from the operation registry.
+`rest.security` names the SMART authorization server (SMART App Launch 1.0
+conformance.html#declaring-support-for-oauth2-endpoints: the `oauth-uris` extension, still read by
+clients such as fhirclient; 2.x clients use `.well-known/smart-configuration`).
 """
 
 from __future__ import annotations
@@ -31,18 +34,34 @@ TYPE_INTERACTIONS = (
 SYSTEM_INTERACTIONS = ("transaction", "batch", "history-system", "search-system")
 FORMATS = ("application/fhir+json", "application/fhir+xml", "json", "xml")
 PATCH_FORMATS = ("application/json-patch+json", "application/fhir+json", "application/fhir+xml")
+OAUTH_URIS = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
+OAUTH_ENDPOINTS = ("authorize", "token", "introspect", "revoke")
+SMART_SERVICE = {
+    "coding": [
+        {
+            "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+            "code": "SMART-on-FHIR",
+            "display": "SMART-on-FHIR",
+        }
+    ],
+    "text": "OAuth2 using SMART-on-FHIR profile (see http://docs.smarthealthit.org)",
+}
 
 
-def capability_statement(base_url: str, operations: Iterable[Any], published: str) -> dict[str, Any]:
-    return _statement(base_url, tuple(operations), published, generation())
+def capability_statement(base_url: str, oauth_base: str, operations: Iterable[Any], published: str) -> dict[str, Any]:
+    """`oauth_base` is where the OAuth endpoints live, e.g. http://127.0.0.1:8080/auth."""
+    return _statement(base_url, oauth_base, tuple(operations), published, generation())
 
 
 @lru_cache(maxsize=16)
-def _statement(base_url: str, operations: tuple[Any, ...], published: str, _generation: int) -> dict[str, Any]:
+def _statement(
+    base_url: str, oauth_base: str, operations: tuple[Any, ...], published: str, _generation: int
+) -> dict[str, Any]:
     """Cached per registry generation: a custom SearchParameter changes what is listed."""
     system_operations = [op for op in operations if op.system_level]
     rest: dict[str, Any] = {
         "mode": "server",
+        "security": _security(oauth_base),
         "resource": [_resource(kind, list(operations)) for kind in sorted(resource_types())],
         "interaction": [{"code": code} for code in SYSTEM_INTERACTIONS],
     }
@@ -69,6 +88,17 @@ def _statement(base_url: str, operations: tuple[Any, ...], published: str, _gene
         "format": list(FORMATS),
         "patchFormat": list(PATCH_FORMATS),
         "rest": [rest],
+    }
+
+
+def _security(oauth_base: str) -> dict[str, Any]:
+    uris = [{"url": name, "valueUri": f"{oauth_base}/{name}"} for name in OAUTH_ENDPOINTS]
+    return {
+        "extension": [{"url": OAUTH_URIS, "extension": uris}],
+        "cors": False,
+        "service": [SMART_SERVICE],
+        "description": "Bearer access tokens from the built-in SMART on FHIR authorization server; "
+        "discovery at [base]/.well-known/smart-configuration",
     }
 
 

@@ -30,3 +30,20 @@ def test_served_statement_is_valid_r4_and_says_what_is_implemented(client):
     assert "Observation:patient" in patient["searchRevInclude"]
     assert [op["name"] for op in patient["operation"]] == ["validate"]
     assert len(rest["resource"]) == 146
+
+
+def test_security_names_the_smart_authorization_server_as_discovery_does(client):
+    """rest.security: the SMART-on-FHIR service and the oauth-uris extension (SMART App Launch 1.0
+    conformance.html, read by fhirclient) point at the endpoints `.well-known` lists."""
+    security = client.get("/fhir/metadata").json()["rest"][0]["security"]
+    assert security["service"][0]["coding"][0]["code"] == "SMART-on-FHIR"
+    (oauth,) = [e for e in security["extension"] if e["url"].endswith("/StructureDefinition/oauth-uris")]
+    uris = {e["url"]: e["valueUri"] for e in oauth["extension"]}
+    discovery = client.get("/fhir/.well-known/smart-configuration").json()
+    assert uris == {
+        "authorize": discovery["authorization_endpoint"],
+        "token": discovery["token_endpoint"],
+        "introspect": discovery["introspection_endpoint"],
+        "revoke": discovery["revocation_endpoint"],
+    }
+    assert uris["token"] == "http://127.0.0.1/auth/token"
