@@ -23,7 +23,6 @@ from fhir_server.store.compile_sort import (
     after_predicate,
     before_predicate,
     driven_matches,
-    drives_page,
     order_by,
     subject_sort_expression,
 )
@@ -53,23 +52,25 @@ def page_statement(
     after: Sequence[Any] | None,
     visible: Visible,
     backwards: bool = False,
-    driven: bool = False,
+    segment: str | None = None,
 ) -> Select[Any]:
     """One page of matches; the row's `sort_<n>` columns, resource_type and id form its keyset.
-    `backwards`: the page that ends just before the keyset `after`, in reverse order. `driven`:
-    read the matches in the order of the first sort key's index rows where possible
-    (compile_sort.driven_matches; for PostgreSQL, whose planner can stop early on it)."""
+    `backwards`: the page that ends just before the keyset `after`, in reverse order. `segment`
+    ("valued" or "unvalued"): only those matches, read in the order of the first sort key's
+    index rows (compile_sort.driven_matches; PostgreSQL's planner can stop early on it)."""
     subject = subject_of(resource_type)
     conditions = _filter(resource_type, types, clauses, visible)
     matches: Any
-    if driven and resource_type is not None and drives_page(resource_type, sort):
-        matches = driven_matches(resource_type, sort, conditions, subject)
+    if segment is not None and resource_type is not None:
+        matches = driven_matches(resource_type, sort, conditions, subject, valued=segment == "valued")
     else:
         sort_columns = [subject_sort_expression(subject, key).label(f"sort_{n}") for n, key in enumerate(sort)]
         matches = select(resource, *sort_columns).where(*conditions).subquery("matches")
     keys = [matches.c[f"sort_{n}"] for n in range(len(sort))] + [matches.c.resource_type, matches.c.id]
     descending = [key.descending for key in sort] + [False, False]
     nullable = [key.param is not None for key in sort] + [False, False]
+    if segment == "valued":  # no NULLs here: a plain order, which an index scan in either direction gives
+        nullable[0] = False
     statement = select(matches).order_by(*order_by(keys, descending, nullable, reverse=backwards)).limit(limit)
     if after is not None:
         boundary = before_predicate if backwards else after_predicate

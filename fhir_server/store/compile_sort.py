@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Float, and_, cast, false, func, literal_column, null, or_, select, type_coerce, union_all
+from sqlalchemy import Float, and_, cast, false, func, literal_column, null, or_, select, type_coerce
 from sqlalchemy.sql.elements import ColumnElement
 
 from fhir_server.errors import Invalid
@@ -99,43 +99,49 @@ def drives_page(resource_type: str | None, sort: Sequence[SortKey]) -> bool:
 
 
 def driven_matches(
-    resource_type: str, sort: Sequence[SortKey], conditions: Sequence[ColumnElement[bool]], subject: Subject
+    resource_type: str,
+    sort: Sequence[SortKey],
+    conditions: Sequence[ColumnElement[bool]],
+    subject: Subject,
+    valued: bool,
 ) -> Any:
-    """The matches with their sort values, read from the first key's index rows rather than by
-    computing a subquery per match: with `ORDER BY ... LIMIT`, PostgreSQL walks the index on
-    (resource_type, param, value) in sort order and stops after a page, instead of computing and
-    sorting the key of every match (a `code=` search with `_sort=-date` has ~100,000 matches).
+    """One segment of the matches of a page sorted first by a parameter, read in the order of
+    that parameter's index rows: with `ORDER BY value, ... LIMIT`, PostgreSQL walks the index on
+    (resource_type, param, value) and stops after a page, instead of computing and sorting the
+    key of every match (a `code=` search with `_sort=-date` has ~100,000 matches).
 
-    Matches with a value: each resource's extreme row (the lowest value ascending, the highest
-    descending: no row of its own lies beyond it), joined to the resource. A resource with two
-    rows holding the same extreme value appears twice; the repository drops the repeat. Matches
-    without any value: the second branch, sorting last as NULL."""
+    `valued`: the matches with a value, each joined to its extreme row (the lowest value
+    ascending, the highest descending: no row of its own lies beyond it); a resource holding its
+    extreme value twice appears twice, and the repository drops the repeat. Otherwise: the
+    matches without any value, which sort after all others (as NULL), by type and id."""
     first = sort[0]
     assert first.param is not None
     table = INDEX_TABLES[first.param.table or ""]
-    driving, other, absent = table.alias("sorted_by"), table.alias(), table.alias()
     name = _column_name(first)
+    rest = [subject_sort_expression(subject, key).label(f"sort_{n}") for n, key in enumerate(sort) if n > 0]
+    if not valued:
+        absent = table.alias()
+        has_value: Any = select(literal_column("1")).where(
+            absent.c.resource_type == resource.c.resource_type,
+            absent.c.resource_id == resource.c.id,
+            absent.c.param == first.param.code,
+            absent.c[name].is_not(None),
+        )
+        empty = _typed(first, cast(null(), table.c[name].type)).label("sort_0")
+        return select(resource, empty, *rest).where(~has_value.exists(), *conditions).subquery("matches")
+    driving, other = table.alias("sorted_by"), table.alias()
     value = driving.c[name]
     beyond = other.c[name] > value if first.descending else other.c[name] < value
     owned = [other.c.resource_type == driving.c.resource_type, other.c.resource_id == driving.c.resource_id]
     extreme = ~select(literal_column("1")).where(*owned, other.c.param == driving.c.param, beyond).exists()
-    rest = [subject_sort_expression(subject, key).label(f"sort_{n}") for n, key in enumerate(sort) if n > 0]
     on = and_(resource.c.resource_type == driving.c.resource_type, resource.c.id == driving.c.resource_id)
-    valued = (
+    return (
         select(resource, _typed(first, value).label("sort_0"), *rest)
         .select_from(driving.join(resource, on))
         .where(driving.c.resource_type == resource_type, driving.c.param == first.param.code)
         .where(value.is_not(None), extreme, *conditions)
+        .subquery("matches")
     )
-    has_value: Any = select(literal_column("1")).where(
-        absent.c.resource_type == resource.c.resource_type,
-        absent.c.resource_id == resource.c.id,
-        absent.c.param == first.param.code,
-        absent.c[name].is_not(None),
-    )
-    empty = _typed(first, cast(null(), value.type)).label("sort_0")
-    unvalued = select(resource, empty, *rest).where(~has_value.exists(), *conditions)
-    return union_all(valued, unvalued).subquery("matches")
 
 
 def key_type(key: SortKey) -> type:

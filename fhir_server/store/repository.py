@@ -7,7 +7,7 @@ narrowed by the caller's `Visibility` (access.py), compiled to a predicate here.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -30,7 +30,7 @@ from fhir_server.store.compile_search import (
     referenced_statement,
     referencing_statement,
 )
-from fhir_server.store.compile_sort import check_keyset
+from fhir_server.store.compile_sort import check_keyset, drives_page
 from fhir_server.store.compile_terminology import Terminology, needs_terminology
 from fhir_server.store.compiler import clause_predicate
 from fhir_server.store.engine import is_postgres
@@ -58,6 +58,10 @@ class Found(StoredVersion):
     continues from (compile_sort.encode_keyset makes a paging token of it)."""
 
     keyset: tuple[Any, ...] = field(default=(), compare=False)
+
+
+Page = Callable[[int, Sequence[Any] | None], Any]
+"""A page statement for (how many rows, after which keyset)."""
 
 
 @dataclass(frozen=True)
@@ -260,18 +264,39 @@ class UnitOfWork:
         if after is not None:
             after = check_keyset(after, sort)
         clauses = self._resolved(clauses)
-        driven = self.connection.dialect.name == "postgresql"
+
+        def page(segment: str | None) -> Page:
+            return lambda wanted, key: page_statement(
+                resource_type, types, clauses, sort, wanted, key, self._visible, backwards, segment
+            )
+
+        if self.connection.dialect.name != "postgresql" or not drives_page(resource_type, sort):
+            return self._read(page(None), len(sort), limit, after, set())
+        # PostgreSQL: matches with a value, then those without, each read in index order (driven_matches)
+        segments = ["valued", "unvalued"]
+        current = 1 if after is not None and after[0] is None else 0  # the segment the keyset lies in
+        order = list(reversed(segments[: current + 1])) if backwards else segments[current:]
         found: list[Found] = []
         seen: set[tuple[str, str]] = set()
-        while True:  # more than once only when a driven page held a resource twice (driven_matches)
+        for position, segment in enumerate(order):
+            key = after if position == 0 else None  # later segments lie wholly beyond the keyset
+            found += self._read(page(segment), len(sort), limit - len(found), key, seen)
+            if len(found) >= limit:
+                break
+        return found
+
+    def _read(
+        self, page: Page, sort_keys: int, limit: int, after: Sequence[Any] | None, seen: set[tuple[str, str]]
+    ) -> list[Found]:
+        """Up to `limit` rows of `page` after the keyset `after`, each resource once: a page
+        holding a resource twice (driven_matches) is topped up from where it ended."""
+        found: list[Found] = []
+        while True:
             wanted = limit - len(found)
-            statement = page_statement(
-                resource_type, types, clauses, sort, wanted, after, self._visible, backwards, driven
-            )
-            rows = self._run(statement).all()
+            rows = self._run(page(wanted, after)).all()
             for row in rows:
                 version = _version(row)
-                keyset = (*row[len(resource.c) : len(resource.c) + len(sort)], version.resource_type, version.id)
+                keyset = (*row[len(resource.c) : len(resource.c) + sort_keys], version.resource_type, version.id)
                 if (version.resource_type, version.id) not in seen:
                     seen.add((version.resource_type, version.id))
                     found.append(Found(**{**version.__dict__, "keyset": keyset}))

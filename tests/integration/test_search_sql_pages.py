@@ -153,6 +153,23 @@ def test_resources_with_several_and_repeated_values_appear_once_in_sort_order(st
     pages = _pages(store, k.Obs, sort, size)
     assert [row for page in pages for row in page] == expected
     assert all(len(page) == size for page in pages[:-1])
+    # and back: each page before the first row of the last one read, to the start
+    with store.unit_of_work(EVERYONE, read_only=True) as uow:
+        last = uow.search(k.Obs, (), sort, size, None)
+        while len(last) == size:
+            more = uow.search(k.Obs, (), sort, size, decode_keyset(encode_keyset(last[-1].keyset)))
+            if not more:
+                break
+            last = more
+        backwards, first = [row.id for row in last], last[0]
+        while True:
+            key = decode_keyset(encode_keyset(first.keyset))
+            before = uow.search(k.Obs, (), sort, size, key, backwards=True)
+            if not before:
+                break
+            backwards = [row.id for row in reversed(before)] + backwards
+            first = before[-1]
+    assert backwards == expected
 
 
 def test_keyset_paging_under_concurrent_writes(store):
