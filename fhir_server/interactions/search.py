@@ -22,8 +22,6 @@ from fhir_server.store.repository import Found, StoredVersion, UnitOfWork
 _BACKWARDS = "~"
 # How many _include:iterate rounds at most (search.html#revinclude leaves the limit to servers).
 MAX_ITERATIONS = 4
-# Without `_total`, larger sets than this are not counted (see `_total`).
-TOTAL_COUNT_LIMIT = 1000
 
 
 def search(
@@ -52,7 +50,7 @@ def search(
         if backwards:
             rows.reverse()
         whole = fetched and key is None and not more  # every match is on this first page
-        total = _total(uow, request, resource_type, clauses, len(rows) if whole else None, first_page=key is None)
+        total = _total(uow, request, resource_type, clauses, len(rows) if whole else None)
         included = _included(uow, rows, request.includes)
     page = Page(rows, included, total, more, backwards, key is not None)
     return Result(200, body=_bundle(env, request, page, _path(resource_type, compartment)))
@@ -64,30 +62,22 @@ def _total(
     resource_type: str | None,
     clauses: list[Clause],
     known: int | None,
-    first_page: bool,
 ) -> int | None:
-    """Bundle.total (search.html#total: `_total` is a hint; servers may omit the total).
+    """Bundle.total (search.html#total: `_total` is a hint; servers may leave the total out).
 
     `accurate` (also `_summary=count` and `_count=0`) counts every match. Without `_total`, the
-    total is given when it is cheap: when every match is on the first page, or at most
-    TOTAL_COUNT_LIMIT matches on counting them; deeper pages and larger sets leave it out, so that
-    paging through a large set never recounts it. `estimate` is that bounded count or, beyond it,
-    PostgreSQL's planner estimate (SQLite has none, so it counts)."""
+    total is given only when it costs nothing: when every match is on the first page. Counting
+    a large set costs as much as reading all of it (a `_has` over 86,000 patients: 3 s, for a
+    page read in 9 ms), so paging never pays for it unasked. `estimate` is PostgreSQL's planner
+    estimate (SQLite has none, so it counts)."""
     if request.total == "accurate" or request.summary == "count" or request.count == 0:
         return uow.count(resource_type, clauses, request.types)
-    if request.total == "none":
-        return None
-    if known is not None:
-        return known
-    if request.total != "estimate" and not first_page:
-        return None
-    counted = uow.count(resource_type, clauses, request.types, limit=TOTAL_COUNT_LIMIT + 1)
-    if counted <= TOTAL_COUNT_LIMIT:
-        return counted
+    if request.total == "none" or known is not None:
+        return known if request.total != "none" else None
     if request.total != "estimate":
         return None
     estimated = uow.estimate(resource_type, clauses, request.types)
-    return max(estimated, counted) if estimated is not None else uow.count(resource_type, clauses, request.types)
+    return estimated if estimated is not None else uow.count(resource_type, clauses, request.types)
 
 
 @dataclass(frozen=True)

@@ -304,17 +304,9 @@ class UnitOfWork:
             if len(rows) < wanted or len(found) >= limit:
                 return found
 
-    def count(
-        self,
-        resource_type: str | None,
-        clauses: Sequence[Clause],
-        types: tuple[str, ...] = (),
-        limit: int | None = None,
-    ) -> int:
-        """How many current, visible resources `search` would find on all pages together; with
-        `limit`, no more than that many are counted."""
-        clauses = self._resolved(clauses)
-        statement = count_statement(resource_type, types, clauses, self._visible, limit)
+    def count(self, resource_type: str | None, clauses: Sequence[Clause], types: tuple[str, ...] = ()) -> int:
+        """How many current, visible resources `search` would find on all pages together."""
+        statement = count_statement(resource_type, types, self._resolved(clauses), self._visible)
         return int(self._run(statement).scalar_one())
 
     def estimate(self, resource_type: str | None, clauses: Sequence[Clause], types: tuple[str, ...] = ()) -> int | None:
