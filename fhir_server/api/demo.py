@@ -1,9 +1,16 @@
-"""A tiny server-side SMART app under `/demo/` for trying the server (issue 4, demo): it starts a
-standalone launch with PKCE S256 (SMART App Launch 2.x app-launch.html), exchanges the code on
-its callback and shows the patient's name and Observations read with the access token.
+"""A tiny server-side SMART app under `/demo/` for trying the server (issue 4, demo), both ways
+SMART App Launch 2.x (app-launch.html) launches an app:
 
-It is an ordinary OAuth client of this server: it talks to the token endpoint and the FHIR API
-over HTTP, and only knows the public `demo-app` client registered by the demo set-up.
+- standalone: `/demo/start` sends the user to authorize (PKCE S256), the callback exchanges the
+  code and shows the patient's name and Observations read with the access token;
+- EHR launch: `/demo/ehr` is a stand-in for a clinic's EHR. The clinician signs in to it (an
+  ordinary authorization with `user/` scopes), picks a patient, and the EHR asks the server's
+  launch endpoint for a launch id with the clinician's token, then opens the app's launch URL
+  `/demo/launch?iss=...&launch=...`; the app authorizes with `launch` and gets the patient from
+  the token response.
+
+Both are ordinary OAuth clients of this server: they talk to the token and launch endpoints and
+the FHIR API over HTTP, and only know the public `demo-app` client registered by the demo set-up.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ import hashlib
 import secrets
 from html import escape
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 import httpx
 from starlette.requests import Request
@@ -25,9 +32,12 @@ from fhir_server.api.respond import env_base
 
 CLIENT_ID = "demo-app"
 COOKIE = "demo_session"
+EHR_COOKIE = "demo_ehr_token"  # the stand-in EHR's session: its clinician's access token
 SCOPES = {
     "patient": "openid fhirUser launch/patient patient/*.rs offline_access",
     "clinician": "openid fhirUser launch/patient user/*.rs",
+    "ehr": "openid fhirUser user/*.rs",  # the EHR's own sign-in
+    "launch": "openid fhirUser launch user/*.rs",  # the app, launched from the EHR
 }
 
 
@@ -46,13 +56,27 @@ def _origin(request: Request) -> str:
 async def home(request: Request) -> Response:
     links = "".join(
         f'<li><a id="start-{who}" href="/demo/start?as={who}">Sign in as a {who} (standalone launch)</a></li>'
-        for who in SCOPES
+        for who in ("patient", "clinician")
     )
-    return _page("SMART demo app", f"<p>A SMART on FHIR app of this server.</p><ul>{links}</ul>")
+    ehr = '<li><a id="start-ehr" href="/demo/start?as=ehr">Open the demo EHR as the clinician (EHR launch)</a></li>'
+    return _page("SMART demo app", f"<p>A SMART on FHIR app of this server.</p><ul>{links}{ehr}</ul>")
 
 
 async def start(request: Request) -> Response:
-    who = request.query_params.get("as", "patient")
+    return _authorize(request, request.query_params.get("as", "patient"))
+
+
+async def launch(request: Request) -> Response:
+    """The app's launch URL: an EHR opens it with `iss` and `launch` (app-launch.html#launch-app-ehr-launch).
+    This app trusts only its own server as `iss`."""
+    iss, launch_id = request.query_params.get("iss", ""), request.query_params.get("launch", "")
+    if iss != env_base(request) or not launch_id:
+        return _page("Not launched", "<p>This app is launched by its own server's EHR only.</p>", 400)
+    return _authorize(request, "launch", launch_id)
+
+
+def _authorize(request: Request, who: str, launch_id: str | None = None) -> Response:
+    who = who if who in SCOPES else "patient"
     verifier, state = secrets.token_urlsafe(48), secrets.token_urlsafe(16)
     challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
     origin = _origin(request)
@@ -66,8 +90,11 @@ async def start(request: Request) -> Response:
         "code_challenge": challenge,
         "code_challenge_method": "S256",
     }
+    if launch_id:
+        params["launch"] = launch_id
     response = RedirectResponse(f"{origin}/auth/authorize?{urlencode(params)}", 303)
-    response.set_cookie(COOKIE, f"{state}.{verifier}", max_age=900, path="/demo", httponly=True, samesite="lax")
+    cookie = f"{state}.{who}.{verifier}"
+    response.set_cookie(COOKIE, cookie, max_age=900, path="/demo", httponly=True, samesite="lax")
     return response
 
 
@@ -77,7 +104,8 @@ async def callback(request: Request) -> Response:
         return _page(
             "Not authorized", f"<p>{escape(params['error'])}: {escape(params.get('error_description', ''))}</p>"
         )
-    state, _, verifier = request.cookies.get(COOKIE, "").partition(".")
+    state, _, rest = request.cookies.get(COOKIE, "").partition(".")
+    who, _, verifier = rest.partition(".")
     if not state or not secrets.compare_digest(state, params.get("state", "")):
         return _page("Not authorized", "<p>The state does not match this browser's sign-in.</p>", 400)
     origin, base = _origin(request), env_base(request)
@@ -93,10 +121,50 @@ async def callback(request: Request) -> Response:
         if answer.status_code != 200:
             return _page("Token exchange failed", f"<pre>{escape(answer.text)}</pre>", 502)
         tokens = answer.json()
-        body = await _patient_summary(http, base, tokens)
-    response = _page("Signed in", body)
+        if who == "ehr":
+            response = _page("Demo EHR", await _patient_list(http, base, tokens))
+            response.set_cookie(
+                EHR_COOKIE, tokens["access_token"], max_age=600, path="/demo", httponly=True, samesite="lax"
+            )
+        else:
+            response = _page("Signed in", await _patient_summary(http, base, tokens))
     response.delete_cookie(COOKIE, path="/demo")
     return response
+
+
+async def _patient_list(http: httpx.AsyncClient, base: str, tokens: dict[str, Any]) -> str:
+    """The EHR's patient list, each with a button that launches the app for that patient."""
+    headers = {"Authorization": f"Bearer {tokens['access_token']}", "Accept": "application/fhir+json"}
+    found = (await http.get(f"{base}/Patient", params={"_count": "20"}, headers=headers)).json()
+    rows = []
+    for entry in found.get("entry", []):
+        patient = entry.get("resource", {})
+        name = (patient.get("name") or [{}])[0]
+        label = " ".join([*name.get("given", []), name.get("family", "")]).strip() or patient.get("id", "")
+        rows.append(
+            '<li><form method="post" action="/demo/ehr/launch">'
+            f'<input type="hidden" name="patient" value="{escape(patient.get("id", ""))}">'
+            f'<button type="submit">Launch the app for {escape(label)}</button></form></li>'
+        )
+    return f"<p>Signed in to the demo EHR.</p><ul>{''.join(rows)}</ul>"
+
+
+async def ehr_launch(request: Request) -> Response:
+    """The EHR asks the server for a launch id bound to the chosen patient, then opens the app."""
+    token = request.cookies.get(EHR_COOKIE, "")
+    form = await request.body()
+    patient = dict(parse_qsl(form.decode("utf-8", "replace"))).get("patient", "")
+    if not token or not patient:
+        return _page("Not signed in", '<p><a href="/demo/start?as=ehr">Sign in to the demo EHR</a> first.</p>', 401)
+    origin, base = _origin(request), env_base(request)
+    async with httpx.AsyncClient(timeout=30) as http:
+        answer = await http.post(
+            f"{origin}/auth/launch", json={"patient": patient}, headers={"Authorization": f"Bearer {token}"}
+        )
+    if answer.status_code != 200:
+        return _page("Launch refused", f"<pre>{escape(answer.text)}</pre>", 502)
+    target = f"{origin}/demo/launch?{urlencode({'iss': base, 'launch': answer.json()['launch']})}"
+    return RedirectResponse(target, 303)
 
 
 async def _patient_summary(http: httpx.AsyncClient, base: str, tokens: dict[str, Any]) -> str:
@@ -127,4 +195,6 @@ def routes() -> list[Route]:
         Route("/demo/", home, methods=["GET"]),
         Route("/demo/start", start, methods=["GET"]),
         Route("/demo/callback", callback, methods=["GET"]),
+        Route("/demo/launch", launch, methods=["GET"]),
+        Route("/demo/ehr/launch", ehr_launch, methods=["POST"]),
     ]
