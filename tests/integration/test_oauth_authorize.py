@@ -231,3 +231,31 @@ def test_clinician_standalone_launch_picks_a_patient_by_name(client, store):
     claims = verify_access_token(body["access_token"], key_ring(Grants(store.engine)).public(), BASE, BASE)
     assert claims["clinic"] == "clinic-b" and claims["role"] == "staff" and claims["kind"] == "clinic-member"
     assert claims["fhirUser"] == "Practitioner/9"
+
+
+def test_proxy_picks_a_dependent_in_the_patient_picker(client, store):
+    """A family member's account chooses among themselves and the dependents linked to it
+    (DESIGN.md section 3, proxies); a patient not offered cannot be forced through the form."""
+    client_id = public_client(store)
+    email, own_patient, account_id = patient_account(client, store)
+    child = client.post(
+        "/fhir/Patient",
+        json={"resourceType": "Patient", "name": [{"family": "Flow", "given": ["Kid"]}]},
+        headers=FHIR_JSON,
+    ).json()["id"]
+    stranger = client.post("/fhir/Patient", json={"resourceType": "Patient"}, headers=FHIR_JSON).json()["id"]
+    accounts(store).add_proxy(account_id, child, None)
+    verifier, challenge = pkce()
+    browser = Browser(client)
+    browser.open("/auth/authorize", authorize_params(client_id, "launch/patient patient/*.rs", challenge))
+    browser.submit({"email": email, "password": PASSWORD})
+    assert browser.step() == "patient", browser.response.text
+    offered = set(browser.page.xpath("//input[@name='patient']/@value"))
+    assert offered == {own_patient, child}
+    refused = browser.submit({"patient": stranger})
+    assert refused.status_code == 400 and browser.step() == "patient"
+    browser.submit({"patient": child})
+    assert browser.step() == "approve", browser.response.text
+    browser.submit(button=("decision", "approve"))
+    token = exchange(client, client_id, browser.redirect_params()["code"], verifier).json()
+    assert token["patient"] == child
