@@ -24,26 +24,35 @@ class AccessContext:
     encounter: str | None = None
     fhir_user: str | None = None
     role: str | None = None
+    # Impersonation: the platform admin's account id when they act as this principal (the token
+    # exchange's RFC 8693 `act` claim); every access so made is audited naming both.
+    acting_admin: str | None = None
 
 
 @dataclass(frozen=True)
 class Grant:
     """Rows of `resource_type` ("*": every type) a caller may touch; with `patient`, only those
     in that patient's compartment; with `query`, only those matching that search (a SMART
-    granular scope)."""
+    granular scope); with `clinic`, only what that clinic owns or contributed; with `types`,
+    only resources of those types (a clinic role's reach)."""
 
     resource_type: str
     patient: str | None = None
     query: tuple[tuple[str, str], ...] = ()
+    clinic: str | None = None
+    types: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)
 class Visibility:
     """Which stored rows a caller may see or change: all of them (`unrestricted`), or those of
-    any of its grants. No grant sees nothing: the safe default."""
+    any of its grants. No grant sees nothing: the safe default. `acting_clinic` and
+    `acting_patient` say for whom a write is recorded (the owner the server assigns)."""
 
     unrestricted: bool = False
     grants: tuple[Grant, ...] = ()
+    acting_clinic: str | None = None
+    acting_patient: str | None = None
 
 
 LOCAL_OPERATOR = AccessContext(principal="local-operator", kind="local-operator")

@@ -66,7 +66,8 @@ def user_create(args: argparse.Namespace) -> int:
     fhir_user = args.fhir_user
     if fhir_user is None and (args.given or args.family):
         resource_type = "Patient" if args.kind == "patient" else "Practitioner"
-        fhir_user = f"{resource_type}/{create_person(store, settings, resource_type, args.given, args.family)}"
+        created = create_person(store, settings, resource_type, args.given, args.family, clinic=args.clinic)
+        fhir_user = f"{resource_type}/{created}"
     account, secret = admin.create_account(
         Accounts(store.engine),
         email=args.email,

@@ -43,10 +43,11 @@ def seed(store: Store, settings: Settings, origin: str) -> dict[str, Any]:
     """Create the demo records; answers what to print (emails, passwords, URLs)."""
     accounts = Accounts(store.engine)
     clinic = create_clinic(store, settings, "Demo Clinic")
-    practitioner = create_person(store, settings, "Practitioner", "Alice", "Demo")
-    patient = create_person(store, settings, "Patient", "Peter", "Demo")
+    # Recorded by the demo clinic, so that its clinician sees them (interactions/ownership.py).
+    practitioner = create_person(store, settings, "Practitioner", "Alice", "Demo", clinic=clinic)
+    patient = create_person(store, settings, "Patient", "Peter", "Demo", clinic=clinic)
     for vital in _VITALS:
-        create_resource(store, settings, _observation(patient, *vital))
+        create_resource(store, settings, _observation(patient, *vital), clinic=clinic)
     clinician_password, patient_password = codes.new_token(9), codes.new_token(9)
     admin.create_account(
         accounts,

@@ -3,10 +3,18 @@ caller may touch (DESIGN.md section 3; SMART App Launch 2.x scopes-and-launch-co
 
 A SMART interaction needs a scope granting its letter on the resource type: `c` create, `r`
 read/vread/instance history, `u` update/patch, `d` delete, `s` search and type/system history.
-None: 403 (the type lacks the interaction). Each granting scope becomes a `Grant`: a `patient/`
-scope reaches the launch patient's compartment only; a granular scope adds its search; `user/`
-and `system/` scopes reach the rows of the type (the clinic and consent rules narrow these
-further). A resource outside every grant is simply not there: 404, as if it never existed.
+None: 403 (the type lacks the interaction). Each granting scope becomes a `Grant`, narrowed by
+who the caller is (DESIGN.md section 3):
+
+- a `patient/` scope reaches the launch patient's compartment only (a patient user's `user/`
+  scopes reach the same: their own record, across clinics);
+- a clinic member reaches what their clinic owns or contributed (`clinic`), within their role's
+  resource types (`ROLE_TYPES`); a clinic's backend service reaches what its clinic admin does;
+- a platform admin reaches the clinics themselves (Organization), and patient data only by
+  impersonation;
+- a granular scope adds its search.
+
+A resource outside every grant is simply not there: 404, as if it never existed.
 """
 
 from __future__ import annotations
@@ -14,8 +22,29 @@ from __future__ import annotations
 from fhir_server.access import AccessContext, Grant, Visibility
 from fhir_server.auth.scopes import ResourceScope, parsed_resource_scopes
 from fhir_server.errors import Forbidden
+from fhir_server.model.schema import resource_types
 
 UNRESTRICTED = Visibility(unrestricted=True)
+
+# What each clinic role reaches (DESIGN.md section 3, "roles inside a clinic"): staff see
+# demographics, scheduling and insurance, not clinical records; practitioners see clinical records
+# and demographics and scheduling, not billing; clinic admins (and the clinic's backend services)
+# see all of their clinic. None: every type.
+DEMOGRAPHICS = frozenset(
+    {"Patient", "RelatedPerson", "Person", "Practitioner", "PractitionerRole", "Organization", "Location"}
+    | {"HealthcareService", "Endpoint", "Group"}
+)
+SCHEDULING = frozenset({"Appointment", "AppointmentResponse", "Schedule", "Slot", "EpisodeOfCare", "Task"})
+INSURANCE = frozenset(
+    {"Coverage", "CoverageEligibilityRequest", "CoverageEligibilityResponse", "Claim", "ClaimResponse"}
+    | {"ExplanationOfBenefit", "Account", "ChargeItem", "Invoice", "PaymentNotice", "PaymentReconciliation"}
+)
+ROLE_TYPES: dict[str, frozenset[str] | None] = {
+    "staff": DEMOGRAPHICS | SCHEDULING | INSURANCE,
+    "practitioner": None,  # narrowed below: everything but billing
+    "clinic-admin": None,
+}
+PLATFORM_TYPES = frozenset({"Organization"})
 INTERACTION_LETTERS = {
     "create": "c",
     "read": "r",
@@ -43,7 +72,7 @@ def visibility(context: AccessContext, letter: str, resource_type: str | None) -
     if not grants:
         what = resource_type or "any resource type"
         raise Forbidden(f"The access token does not permit '{letter}' on {what}", "scope-insufficient")
-    return Visibility(grants=grants)
+    return Visibility(grants=grants, acting_clinic=_clinic(context), acting_patient=_patient(context))
 
 
 def resource_scopes(context: AccessContext) -> list[ResourceScope]:
@@ -53,8 +82,43 @@ def resource_scopes(context: AccessContext) -> list[ResourceScope]:
 
 
 def _grant(context: AccessContext, scope: ResourceScope, resource_type: str | None) -> Grant | None:
-    if scope.context == "patient":
+    kind, query = context.kind, scope.query
+    if kind == "patient":  # their own record, whatever the scope's context says
+        patient = _patient(context)
+        return Grant(scope.resource_type, patient=patient, query=query) if patient else None
+    if kind == "platform-admin":
+        return Grant(scope.resource_type, query=query, types=PLATFORM_TYPES) if scope.context != "patient" else None
+    clinic = _clinic(context)
+    if clinic is None or kind not in ("clinic-member", "backend-service"):
+        return None  # no clinic, no data
+    types = role_types(context.role if kind == "clinic-member" else "clinic-admin")
+    if types is not None and not types:
+        return None
+    if scope.context == "patient":  # a clinician's app launched for one patient
         if context.patient is None:
-            return None  # a patient scope without a patient in context reaches nothing
-        return Grant(scope.resource_type, patient=context.patient, query=scope.query)
-    return Grant(scope.resource_type, query=scope.query)
+            return None
+        return Grant(scope.resource_type, patient=context.patient, query=query, clinic=clinic, types=types)
+    return Grant(scope.resource_type, query=query, clinic=clinic, types=types)
+
+
+def role_types(role: str | None) -> frozenset[str] | None:
+    """The resource types a clinic role reaches; None: all; empty: none (an unknown role)."""
+    if role == "practitioner":
+        return frozenset(resource_types()) - INSURANCE
+    if role in ROLE_TYPES:
+        return ROLE_TYPES[role]
+    return frozenset()
+
+
+def _clinic(context: AccessContext) -> str | None:
+    return context.clinic_id if context.kind in ("clinic-member", "backend-service") else None
+
+
+def _patient(context: AccessContext) -> str | None:
+    """A patient user's own record: the launch patient, else their fhirUser if it is a Patient."""
+    if context.kind != "patient":
+        return None
+    if context.patient:
+        return context.patient
+    user = context.fhir_user or ""
+    return user.removeprefix("Patient/") if user.startswith("Patient/") else None

@@ -1,10 +1,11 @@
 """EHR launch contexts (SMART App Launch 2.x app-launch.html#launch-app-ehr-launch).
 
 A clinic's EHR, holding an access token of one of the clinic's members or of the clinic's backend
-service, asks for a launch id bound to a patient (and optionally an encounter) of that clinic; it
-then opens the app with `iss` and `launch`. The id is opaque, random and lives five minutes;
-`authorize` with `launch=<id>` and scope `launch` puts its patient and encounter into the token
-response, for members of the same clinic only.
+service, asks for a launch id bound to a patient (and optionally an encounter) of that clinic
+(one the clinic may see, by the access policy); it then opens the app with `iss` and `launch`.
+The id is opaque, random and lives five minutes; `authorize` with `launch=<id>` and scope
+`launch` puts its patient and encounter into the token response, for members of the same clinic
+only.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 from fhir_server.auth import codes
 from fhir_server.authserver.env import AuthEnv
 from fhir_server.authserver.keys import check_access_token
+from fhir_server.authserver.people import clinic_patients, clinician_context
 from fhir_server.errors import Forbidden, Invalid, TokenInvalid
 from fhir_server.store.grants import Launch
 
@@ -41,8 +43,10 @@ def create_launch(env: AuthEnv, authorization: str | None, body: Any) -> dict[st
         raise Invalid("The body must be a JSON object {patient, encounter?}", "launch-invalid")
     patient = _bare_id(body.get("patient"), "Patient", "patient")
     encounter = _bare_id(body["encounter"], "Encounter", "encounter") if body.get("encounter") else None
-    if patient not in env.accounts.patients([patient]):
-        raise Invalid(f"Patient/{patient} does not exist", "launch-invalid")
+    kind = str(claims["kind"])
+    launcher = clinician_context(str(claims["sub"]), str(clinic), claims.get("role"), kind)
+    if patient not in clinic_patients(env, launcher, [("_id", patient)]):  # the clinic's patients only
+        raise Invalid(f"Patient/{patient} is not a patient this clinic may see", "launch-invalid")
     launch = Launch(codes.new_token(24), str(clinic), patient, encounter)
     env.grants.save_launch(launch, str(claims["sub"]), int(time.time()) + LAUNCH_SECONDS)
     answer: dict[str, Any] = {

@@ -14,12 +14,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from fhir_server.access import AccessContext
 from fhir_server.auth import codes, passwords, totp
 from fhir_server.auth import scopes as scope_syntax
 from fhir_server.authserver.authorize import Page, Redirect, error_redirect, origin_of, redirect_with
 from fhir_server.authserver.env import AuthEnv
 from fhir_server.authserver.issue import Grant
-from fhir_server.authserver.people import patient_choices, search_patients
+from fhir_server.authserver.people import clinic_patients, clinician_context, patient_choices, search_patients
 from fhir_server.store.accounts import Account
 from fhir_server.store.grants import PendingRequest
 
@@ -103,7 +104,7 @@ def _choose_patient(env: AuthEnv, pending: PendingRequest, account: Account, que
         if not choices:
             return error_redirect(pending.payload, "access_denied", "No patient record is linked to this account")
         return _page(env, pending, "patient", choices=tuple(choices))
-    found = search_patients(env, query) if query else []
+    found = search_patients(env, query, _clinician(pending, account)) if query else []
     return _page(env, pending, "patient", choices=tuple(found), query=query)
 
 
@@ -176,10 +177,14 @@ def _patient(env: AuthEnv, pending: PendingRequest, account: Account, fields: di
     if account.kind == "patient":
         allowed = {value for value, _ in patient_choices(env, account)}
     else:
-        allowed = set(env.accounts.patients([chosen]))
+        allowed = set(clinic_patients(env, _clinician(pending, account), [("_id", chosen)]))
     if chosen not in allowed:
         return _page(env, pending, "patient", error="Choose one of the listed patients.", status=400)
     return advance(env, _save(env, pending, patient=chosen))
+
+
+def _clinician(pending: PendingRequest, account: Account) -> AccessContext:
+    return clinician_context(account.id, pending.payload.get("clinic"), pending.payload.get("role"))
 
 
 def _approve(env: AuthEnv, pending: PendingRequest, account: Account, form: Form) -> Page | Redirect:

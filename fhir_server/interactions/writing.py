@@ -12,6 +12,7 @@ from typing import Any
 
 from fhir_server.errors import Conflict, Forbidden
 from fhir_server.interactions import custom_params
+from fhir_server.interactions.ownership import owners
 from fhir_server.model.json import dumps
 from fhir_server.search.indexing import index_rows
 from fhir_server.store.repository import StoredVersion, UnitOfWork
@@ -64,8 +65,9 @@ def write_new(uow: UnitOfWork, resource: dict[str, Any], resource_id: str | None
     resource_type = resource["resourceType"]
     resource_id = resource_id or new_id()
     moment = utc_now()
+    owned = owners(resource, resource_id, uow.visibility, None)
     stored = StoredVersion(
-        resource_type, resource_id, 1, moment, False, stamp(resource, resource_id, 1, moment), "POST"
+        resource_type, resource_id, 1, moment, False, stamp(resource, resource_id, 1, moment), "POST", **owned
     )
     uow.create(stored)
     uow.replace_index(resource_type, resource_id, index_rows(resource), fresh=True)
@@ -79,7 +81,8 @@ def write_version(uow: UnitOfWork, current: StoredVersion, resource: dict[str, A
     version_id = current.version_id + 1
     moment = max(utc_now(), current.last_updated)
     content = stamp(resource, current.id, version_id, moment)
-    stored = StoredVersion(current.resource_type, current.id, version_id, moment, False, content, method)
+    owned = owners(resource, current.id, uow.visibility, current)
+    stored = StoredVersion(current.resource_type, current.id, version_id, moment, False, content, method, **owned)
     if not uow.replace(stored, current.version_id):
         raise Conflict(f"{current.resource_type}/{current.id} was changed concurrently", "version-conflict")
     uow.replace_index(current.resource_type, current.id, index_rows(resource))
@@ -91,7 +94,11 @@ def write_version(uow: UnitOfWork, current: StoredVersion, resource: dict[str, A
 def write_deletion(uow: UnitOfWork, current: StoredVersion) -> StoredVersion:
     """Soft delete: a new version marked deleted; every earlier version stays in history."""
     moment = max(utc_now(), current.last_updated)
-    stored = StoredVersion(current.resource_type, current.id, current.version_id + 1, moment, True, None, "DELETE")
+    kept = {"owner_patient": current.owner_patient, "owner_clinic": current.owner_clinic}
+    kept["contributor_clinic"] = current.contributor_clinic
+    stored = StoredVersion(
+        current.resource_type, current.id, current.version_id + 1, moment, True, None, "DELETE", **kept
+    )
     if not uow.replace(stored, current.version_id):
         raise Conflict(f"{current.resource_type}/{current.id} was changed concurrently", "version-conflict")
     uow.replace_index(current.resource_type, current.id, [])

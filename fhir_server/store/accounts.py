@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 
 from fhir_server.errors import Conflict
 from fhir_server.store.auth_schema import account, membership, oauth_client, proxy_link
-from fhir_server.store.schema import resource, string_index
+from fhir_server.store.schema import resource
 
 
 def utcnow() -> datetime:
@@ -228,20 +228,3 @@ class Accounts:
         )
         with self.engine.connect() as connection:
             return {row.id: row.content for row in connection.execute(query) if row.content}
-
-    def patients_named(self, normalized_prefix: str, limit: int = 20) -> dict[str, bytes]:
-        """Patients with a name part starting with this (already normalised) text."""
-        escaped = normalized_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        ids = (
-            select(string_index.c.resource_id)
-            .where(
-                string_index.c.resource_type == "Patient",
-                string_index.c.param == "name",
-                string_index.c.value.like(f"{escaped}%", escape="\\"),
-            )
-            .distinct()
-            .limit(limit)
-        )
-        with self.engine.connect() as connection:
-            found = [row.resource_id for row in connection.execute(ids)]
-        return self.patients(found)

@@ -5,7 +5,8 @@ A grant is `<type> AND <in the patient's compartment> AND <granular search>`; th
 visible when some grant holds. Compartment membership follows the Patient CompartmentDefinition
 (compartmentdefinition-patient.html): the Patient itself, or a reference row of one of the
 type's compartment parameters pointing at it. Rows of `resource_version` are judged by the same
-(current) index rows, so a version is visible when its resource is.
+current row, so a version is visible when its resource is. A clinic's grant reaches the rows its
+clinic owns or contributed (the ownership columns, interactions/ownership.py).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from fhir_server.search.clauses import Clause
 from fhir_server.search.query import parse_search
 from fhir_server.search.registry import compartment_members, compartment_params, search_param
 from fhir_server.store.compiler import clause_predicate
-from fhir_server.store.schema import reference_index
+from fhir_server.store.schema import reference_index, resource
 
 
 def visible_predicate(visibility: Visibility, row: FromClause) -> ColumnElement[bool]:
@@ -31,6 +32,10 @@ def visible_predicate(visibility: Visibility, row: FromClause) -> ColumnElement[
         return true()
     if not visibility.grants:
         return false()
+    if "owner_clinic" not in row.c:  # a resource_version row: judged by its resource's current row
+        current = resource.alias()
+        same = [current.c.resource_type == row.c.resource_type, current.c.id == row.c.id]
+        return select(literal_column("1")).where(*same, visible_predicate(visibility, current)).exists()
     return or_(*(_grant(grant, row) for grant in visibility.grants))
 
 
@@ -38,6 +43,10 @@ def _grant(grant: Grant, row: FromClause) -> ColumnElement[bool]:
     conditions: list[ColumnElement[bool]] = []
     if grant.resource_type != "*":
         conditions.append(row.c.resource_type == grant.resource_type)
+    if grant.types is not None:
+        conditions.append(row.c.resource_type.in_(sorted(grant.types)))
+    if grant.clinic is not None:  # what the clinic recorded, or contributed to a patient's profile
+        conditions.append(or_(row.c.owner_clinic == grant.clinic, row.c.contributor_clinic == grant.clinic))
     if grant.patient is not None:
         conditions.append(_in_compartment(row, grant.patient, grant.resource_type))
     if grant.query:

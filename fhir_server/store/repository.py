@@ -34,7 +34,7 @@ from fhir_server.store.compile_sort import check_keyset, drives_page
 from fhir_server.store.compile_terminology import Terminology, needs_terminology
 from fhir_server.store.compiler import clause_predicate
 from fhir_server.store.engine import is_postgres
-from fhir_server.store.schema import INDEX_TABLES, resource, resource_version
+from fhir_server.store.schema import INDEX_TABLES, OWNERS, resource, resource_version
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,10 @@ class StoredVersion:
     deleted: bool
     content: bytes | None
     method: str = ""
+    # Who owns it (DESIGN.md section 3), kept on the current row only (interactions/ownership.py).
+    owner_patient: str | None = None
+    owner_clinic: str | None = None
+    contributor_clinic: str | None = None
 
     @property
     def key(self) -> tuple[datetime, str, str, int]:
@@ -112,7 +116,7 @@ _INSERT_VERSION = insert(resource_version)
 _UPDATE_CURRENT = (
     update(resource)
     .where(_by_key(resource), resource.c.version_id == bindparam("expected_version"))
-    .values({name: bindparam(f"new_{name}") for name in ("version_id", "last_updated", "deleted", "content")})
+    .values({name: bindparam(f"new_{name}") for name in ("version_id", "last_updated", "deleted", "content", *OWNERS)})
 )
 _DELETE_INDEX = {
     kind: delete(table).where(
@@ -199,12 +203,12 @@ class UnitOfWork:
     def create(self, stored: StoredVersion) -> None:
         if not self.visibility.unrestricted and not self.visibility.grants:
             raise Forbidden("This caller may not create resources", "write-forbidden")
-        self._queue(_INSERT_CURRENT, [_columns(stored)])
+        self._queue(_INSERT_CURRENT, [_current_columns(stored)])
         self._queue(_INSERT_VERSION, [{**_columns(stored), "method": stored.method}])
 
     def replace(self, stored: StoredVersion, expected_version: int) -> bool:
         """Writes a new current version if the current one is still `expected_version`."""
-        values = {f"new_{name}": value for name, value in _columns(stored).items()}
+        values = {f"new_{name}": value for name, value in _current_columns(stored).items()}
         values.update(key_type=stored.resource_type, key_id=stored.id, expected_version=expected_version)
         result = self._run(self._narrow(_UPDATE_CURRENT), values)
         if result.rowcount != 1:
@@ -447,8 +451,19 @@ def _columns(stored: StoredVersion) -> dict[str, Any]:
     }
 
 
+def _current_columns(stored: StoredVersion) -> dict[str, Any]:
+    """The `resource` row: a version's columns and who owns it."""
+    return {
+        **_columns(stored),
+        "owner_patient": stored.owner_patient,
+        "owner_clinic": stored.owner_clinic,
+        "contributor_clinic": stored.contributor_clinic,
+    }
+
+
 def _version(row: Any) -> StoredVersion:
     mapping = row._mapping
+    owned = "owner_clinic" in mapping
     return StoredVersion(
         resource_type=mapping["resource_type"],
         id=mapping["id"],
@@ -457,4 +472,7 @@ def _version(row: Any) -> StoredVersion:
         deleted=mapping["deleted"],
         content=mapping["content"],
         method=mapping["method"] if "method" in mapping else "",  # noqa: SIM401 - RowMapping.get is slow on a miss
+        owner_patient=mapping["owner_patient"] if owned else None,
+        owner_clinic=mapping["owner_clinic"] if owned else None,
+        contributor_clinic=mapping["contributor_clinic"] if owned else None,
     )

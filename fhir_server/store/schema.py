@@ -38,8 +38,17 @@ resource = Table(
     Column("last_updated", DateTime, nullable=False),
     Column("deleted", Boolean, nullable=False),
     Column("content", LargeBinary, nullable=True),
+    # Ownership (DESIGN.md section 3; migration 0010): assigned by the server on every write.
+    Column("owner_patient", RESOURCE_ID, nullable=True),
+    Column("owner_clinic", RESOURCE_ID, nullable=True),
+    Column("contributor_clinic", RESOURCE_ID, nullable=True),
     Index("ix_resource_type_updated", "resource_type", "last_updated"),
+    Index("ix_resource_owner_clinic", "owner_clinic", "resource_type", "id"),
+    Index("ix_resource_contributor_clinic", "contributor_clinic", "resource_type", "id"),
+    Index("ix_resource_owner_patient", "owner_patient", "resource_type"),
 )
+
+OWNERS = ("owner_patient", "owner_clinic", "contributor_clinic")
 
 resource_version = Table(
     "resource_version",

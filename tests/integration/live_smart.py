@@ -80,9 +80,9 @@ class Deployment:
         return str(response.json()["access_token"])
 
 
-def _person(store: Store, settings: Settings, given: str, vital: tuple[str, str, float, str]) -> Person:
+def _person(store: Store, settings: Settings, given: str, vital: tuple[str, str, float, str], clinic: str) -> Person:
     family = f"Test{uuid.uuid4().hex[:6]}"
-    patient = create_person(store, settings, "Patient", given, family)
+    patient = create_person(store, settings, "Patient", given, family, clinic=clinic)
     code, display, value, unit = vital
     observation = {
         "resourceType": "Observation",
@@ -99,16 +99,16 @@ def _person(store: Store, settings: Settings, given: str, vital: tuple[str, str,
         "effectiveDateTime": "2024-05-01T09:30:00Z",
         "valueQuantity": {"value": value, "unit": unit, "system": "http://unitsofmeasure.org", "code": unit},
     }
-    create_resource(store, settings, observation)
+    create_resource(store, settings, observation, clinic=clinic)
     return Person(patient, f"{given} {family}", f"{display}: {value:g} {unit}")
 
 
 def _records(store: Store, settings: Settings) -> dict[str, Any]:
     accounts = Accounts(store.engine)
     clinic = create_clinic(store, settings, "Browser Clinic")
-    practitioner = create_person(store, settings, "Practitioner", "Clara", "Clinician")
-    patient = _person(store, settings, "Ada", ("8867-4", "Heart rate", 72, "/min"))
-    other = _person(store, settings, "Grace", ("29463-7", "Body weight", 60.5, "kg"))
+    practitioner = create_person(store, settings, "Practitioner", "Clara", "Clinician", clinic=clinic)
+    patient = _person(store, settings, "Ada", ("8867-4", "Heart rate", 72, "/min"), clinic)
+    other = _person(store, settings, "Grace", ("29463-7", "Body weight", 60.5, "kg"), clinic)
     patient_email, clinician_email = unique_email("patient"), unique_email("clinician")
     admin.create_account(
         accounts, email=patient_email, password=PASSWORD, kind="patient", fhir_user=f"Patient/{patient.id}"

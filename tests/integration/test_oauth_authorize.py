@@ -10,6 +10,7 @@ import uuid
 from joserfc import jwt
 from joserfc.jwk import KeySet, RSAKey
 
+from fhir_server.admin.resources import create_person
 from fhir_server.auth.tokens import verify_access_token
 from fhir_server.authserver import admin
 from fhir_server.authserver.keys import key_ring
@@ -196,12 +197,10 @@ def test_confidential_client_authenticates_with_basic(client, store):
     assert "refresh_token" not in answer.json()
 
 
-def test_clinician_standalone_launch_picks_a_patient_by_name(client, store):
+def test_clinician_standalone_launch_picks_a_patient_by_name(client, store, settings):
     family = f"Zq{uuid.uuid4().hex[:8]}"
-    created = client.post(
-        "/fhir/Patient", json={"resourceType": "Patient", "name": [{"family": family}]}, headers=FHIR_JSON
-    )
-    patient_id = created.json()["id"]
+    patient_id = create_person(store, settings, "Patient", None, family, clinic="clinic-b")
+    create_person(store, settings, "Patient", None, family, clinic="clinic-a")  # not offered when acting for b
     client_id = public_client(store)
     email = unique_email("doc")
     admin.create_account(

@@ -4,8 +4,8 @@ encounter in the token response; members of other clinics and patients cannot us
 
 from __future__ import annotations
 
+from fhir_server.admin.resources import create_person
 from fhir_server.authserver import admin
-from tests.conftest import FHIR_JSON
 from tests.integration.oauth_helpers import (
     PASSWORD,
     Browser,
@@ -22,11 +22,9 @@ from tests.integration.oauth_helpers import (
 SCOPE = "launch user/*.rs openid fhirUser"
 
 
-def _patient(client) -> str:
-    created = client.post(
-        "/fhir/Patient", json={"resourceType": "Patient", "name": [{"family": "Launch"}]}, headers=FHIR_JSON
-    )
-    return str(created.json()["id"])
+def _patient(store, settings, clinic: str) -> str:
+    """A Patient recorded by `clinic` (a clinic launches only patients it may see)."""
+    return create_person(store, settings, "Patient", None, "Launch", clinic=clinic)
 
 
 def _clinician(store, clinic: str) -> str:
@@ -56,8 +54,8 @@ def _authorize(client, client_id: str, email: str, launch: str) -> Browser:
     return browser
 
 
-def test_ehr_launch_puts_patient_and_encounter_in_the_token_response(client, store):
-    patient = _patient(client)
+def test_ehr_launch_puts_patient_and_encounter_in_the_token_response(client, store, settings):
+    patient = _patient(store, settings, "clinic-ehr")
     ehr = backend_token(client, store, clinic="clinic-ehr")
     made = _launch(client, ehr, {"patient": f"Patient/{patient}", "encounter": "enc-1"})
     assert made.status_code == 200, made.text
@@ -74,8 +72,8 @@ def test_ehr_launch_puts_patient_and_encounter_in_the_token_response(client, sto
     assert "id_token" in body
 
 
-def test_a_clinician_token_can_mint_launches_and_other_clinics_cannot_use_them(client, store):
-    patient = _patient(client)
+def test_a_clinician_token_can_mint_launches_and_other_clinics_cannot_use_them(client, store, settings):
+    patient = _patient(store, settings, "clinic-x")
     client_id = public_client(store, SCOPE + " launch/patient")
     email = _clinician(store, "clinic-x")
     verifier, challenge = pkce()
@@ -89,13 +87,16 @@ def test_a_clinician_token_can_mint_launches_and_other_clinics_cannot_use_them(c
     assert outsider.redirect_params()["error"] == "access_denied"
 
 
-def test_launch_refusals(client, store):
-    patient = _patient(client)
+def test_launch_refusals(client, store, settings):
+    patient = _patient(store, settings, "clinic-z")
     assert _launch(client, "not-a-token", {"patient": patient}).status_code == 401
     assert client.post("/auth/launch", json={"patient": patient}).json()["error"] == "invalid_token"
     ehr = backend_token(client, store, clinic="clinic-z")
     unknown = _launch(client, ehr, {"patient": "does-not-exist"})
     assert unknown.status_code == 400
+    elsewhere = _launch(client, ehr, {"patient": _patient(store, settings, "clinic-elsewhere")})
+    assert elsewhere.status_code == 400  # another clinic's patient: as unknown as one that never existed
+    assert elsewhere.json()["error"] == unknown.json()["error"]
     assert _launch(client, ehr, {"encounter": "e"}).status_code == 400
     client_id = public_client(store)
     email, own, _ = patient_account(client, store)

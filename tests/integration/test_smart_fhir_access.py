@@ -88,19 +88,22 @@ def test_every_fhir_endpoint_refuses_a_request_without_a_token(guarded: TestClie
     assert client.get(f"/fhir/Patient/{patient}").json()["meta"]["versionId"] == "1"  # nothing was changed
 
 
-def test_a_backend_service_reads_with_its_own_key_and_writes_only_with_write_scopes(
-    guarded: TestClient, client: TestClient, store: Any
+def test_a_backend_service_reads_its_clinic_with_its_own_key_and_writes_only_with_write_scopes(
+    guarded: TestClient, store: Any
 ) -> None:
-    patient = _patient(client, f"Backend{uuid.uuid4().hex[:8]}")
-    reader = backend_token(guarded, store, "system/*.rs")
+    clinic, other_clinic = f"clinic-{uuid.uuid4().hex[:8]}", f"clinic-{uuid.uuid4().hex[:8]}"
+    writer = backend_token(guarded, store, "system/Patient.cruds", clinic=clinic)
+    created = guarded.post("/fhir/Patient", json={"resourceType": "Patient"}, headers=_bearer(writer))
+    assert created.status_code == 201, created.text
+    patient = created.json()["id"]
+    reader = backend_token(guarded, store, "system/*.rs", clinic=clinic)
     assert guarded.get(f"/fhir/Patient/{patient}", headers=_bearer(reader)).status_code == 200
     found = guarded.get("/fhir/Patient", params={"_id": patient}, headers=_bearer(reader)).json()
     assert [entry["resource"]["id"] for entry in found["entry"]] == [patient]
+    outsider = backend_token(guarded, store, "system/*.rs", clinic=other_clinic)
+    assert guarded.get(f"/fhir/Patient/{patient}", headers=_bearer(outsider)).status_code == 404
     refused = guarded.post("/fhir/Patient", json={"resourceType": "Patient"}, headers=_bearer(reader))
     assert refused.status_code == 403, refused.text  # read scopes never imply write
-    writer = backend_token(guarded, store, "system/Patient.cruds")
-    created = guarded.post("/fhir/Patient", json={"resourceType": "Patient"}, headers=_bearer(writer))
-    assert created.status_code == 201, created.text
     other_type = guarded.post(
         "/fhir/Observation",
         json={"resourceType": "Observation", "status": "final", "code": {"text": "x"}},
@@ -165,8 +168,10 @@ def test_a_patient_token_reads_its_own_record_and_nothing_of_another_patient(
 def test_tampered_garbage_and_expired_tokens_are_401(
     guarded: TestClient, settings: Any, store: Any, client: TestClient
 ) -> None:
-    patient = _patient(client, f"Tamper{uuid.uuid4().hex[:8]}")
-    token = backend_token(guarded, store, "system/*.rs")
+    token = backend_token(guarded, store, "system/*.cruds", clinic="clinic-tamper")
+    created = guarded.post("/fhir/Patient", json={"resourceType": "Patient"}, headers=_bearer(token))
+    assert created.status_code == 201
+    patient = created.json()["id"]
     header, payload, signature = token.split(".")
     flipped = payload[:-2] + ("A" if payload[-2] != "A" else "B") + payload[-1]
     for bad in (f"{header}.{flipped}.{signature}", "not-a-token", token + "x"):
@@ -179,7 +184,7 @@ def test_tampered_garbage_and_expired_tokens_are_401(
         settings.model_copy(update={"allow_unauthenticated_loopback": False, "access_token_seconds": 3}), store=store
     )
     with TestClient(short, base_url="http://127.0.0.1", client=REMOTE) as short_lived:
-        expiring = backend_token(short_lived, store, "system/*.rs")
+        expiring = backend_token(short_lived, store, "system/*.rs", clinic="clinic-tamper")
         assert short_lived.get(f"/fhir/Patient/{patient}", headers=_bearer(expiring)).status_code == 200
         time.sleep(4.1)
         expired = short_lived.get(f"/fhir/Patient/{patient}", headers=_bearer(expiring))

@@ -98,7 +98,26 @@ def test_policy_patient_scope_without_patient_context_grants_nothing() -> None:
         policy.visibility(_context("patient/*.rs", patient=None), "r", "Observation")
 
 
-def test_policy_user_scope_is_not_narrowed_to_a_patient() -> None:
-    context = AccessContext(principal="u", kind="clinic-member", scopes=frozenset({"user/*.cruds"}))
-    assert policy.visibility(context, "d", "Observation").grants == (Grant("*"),)
+def test_policy_clinic_members_reach_their_clinic_within_their_role() -> None:
+    def member(role: str | None, clinic: str | None = "c1", kind: str = "clinic-member") -> AccessContext:
+        return AccessContext(principal="u", kind=kind, scopes=frozenset({"user/*.cruds"}), clinic_id=clinic, role=role)
+
+    admin = policy.visibility(member("clinic-admin"), "d", "Observation")
+    assert admin.grants == (Grant("*", clinic="c1"),) and admin.acting_clinic == "c1"
+    staff = policy.visibility(member("staff"), "r", "Observation").grants[0]
+    assert staff.clinic == "c1" and staff.types is not None
+    assert "Appointment" in staff.types and "Coverage" in staff.types and "Observation" not in staff.types
+    practitioner = policy.visibility(member("practitioner"), "r", "Observation").grants[0]
+    assert practitioner.types is not None and "Observation" in practitioner.types
+    assert "Coverage" not in practitioner.types
+    backend = AccessContext("b", "backend-service", scopes=frozenset({"system/*.rs"}), clinic_id="c2")
+    assert policy.visibility(backend, "s", "Patient").grants == (Grant("*", clinic="c2"),)
+    for nobody in (member("clinic-admin", clinic=None), member("janitor"), member(None)):
+        with pytest.raises(Forbidden):
+            policy.visibility(nobody, "r", "Observation")
     assert policy.visibility(AccessContext("op", "local-operator"), "d", "Observation").unrestricted
+
+
+def test_policy_platform_admins_reach_clinics_only() -> None:
+    admin = AccessContext("a", "platform-admin", scopes=frozenset({"user/*.cruds"}))
+    assert policy.visibility(admin, "r", "Observation").grants == (Grant("*", types=frozenset({"Organization"})),)
