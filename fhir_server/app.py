@@ -19,6 +19,7 @@ from fhir_server.interactions import reindex
 from fhir_server.model import validate as validation
 from fhir_server.settings import Settings
 from fhir_server.store.engine import make_engine
+from fhir_server.store.protection import protection_for
 from fhir_server.store.repository import Store
 
 
@@ -36,7 +37,10 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
 
     app = FastAPI(title="FHIR R4 server", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.settings = settings
-    app.state.store = store or Store(make_engine(settings.database_url, settings.db_pool_size))
+    if store is None:
+        engine = make_engine(settings.database_url, settings.db_pool_size)
+        store = Store(engine, protection_for(engine, settings))  # field encryption keys and fields
+    app.state.store = store
     app.state.started_at = started_at()
     # The authorization server's routes go first: `[base]/.well-known/...` would otherwise match
     # the FHIR `[type]/[id]` shape.

@@ -1,4 +1,4 @@
-"""The `fhir-server` command line: serve, migrate, load."""
+"""The `fhir-server` command line: serve, migrate, load, and the administration groups."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import httpx
 from tqdm import tqdm
 
 from fhir_server.admin import commands as admin_commands
+from fhir_server.admin import keys as key_commands
 from fhir_server.admin.demo import seed_if_empty
 from fhir_server.settings import Settings
 from fhir_server.store.engine import make_engine
@@ -178,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     load_cmd.add_argument("--token", help="a bearer access token with write scopes (default: $FHIR_TOKEN)")
     load_cmd.set_defaults(handler=load)
     admin_commands.register(commands)
+    key_commands.register(commands)
     args = parser.parse_args(argv)
     return int(args.handler(args))
 

@@ -6,6 +6,8 @@ or foreign token is 401 with `error="invalid_token"` (errors.TokenInvalid). The 
 authorization server's (auth/tokens.py); nothing in the request body decides who the caller is.
 The one exception is the local operator: an unauthenticated caller on a loopback address, let in
 only when `FHIR_ALLOW_UNAUTHENTICATED_LOOPBACK` is set (tests and benchmarks of the API itself).
+A token with an RFC 8693 `act` claim (a platform admin impersonating a patient, authserver/exchange.py)
+is a request of the principal it names, with `acting_admin` set to the admin for the audit trail.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ def access_context(request: Request, fhir_base: str) -> AccessContext:
     if scheme.lower() != "bearer" or not token.strip():
         raise TokenInvalid("The Authorization header must carry a Bearer token", "token-invalid")
     claims = check_access_token(grants(request), token.strip(), issuer=fhir_base, audience=fhir_base)
+    act = claims.get("act")  # verified by check_access_token: an object naming the actor's `sub`
     return AccessContext(
         principal=claims["sub"],
         kind=claims["kind"],
@@ -43,6 +46,7 @@ def access_context(request: Request, fhir_base: str) -> AccessContext:
         encounter=claims.get("encounter"),
         fhir_user=claims.get("fhirUser"),
         role=claims.get("role"),
+        acting_admin=act["sub"] if isinstance(act, dict) else None,
     )
 
 

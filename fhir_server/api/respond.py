@@ -31,7 +31,8 @@ def env_of(request: Request) -> Env:
     if env is None:
         state = request.app.state
         base = env_base(request)
-        env = request.state.env = Env(state.store, state.settings, access_context(request, base), base)
+        request_id = getattr(request.state, "request_id", None)  # api/middleware.py
+        env = request.state.env = Env(state.store, state.settings, access_context(request, base), base, request_id)
     return env
 
 

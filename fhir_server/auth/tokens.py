@@ -8,7 +8,9 @@ backend-services.html#authenticating-to-the-token-endpoint). Keys are typed (RSA
 
 Access token contract (checked on every FHIR request): RS256, header `kid`; claims `iss` and `aud`
 = the FHIR base URL, `sub`, `client_id`, `scope`, `iat`, `exp`, `jti`, `kind`, and optionally
-`clinic`, `role`, `patient`, `encounter`, `fhirUser`.
+`clinic`, `role`, `patient`, `encounter`, `fhirUser`, `amr` (RFC 8176 methods of an interactive
+login: `pwd`, plus `otp` after the TOTP second factor) and `act` (RFC 8693 section 4.1: the party
+acting as `sub`, an object with at least its own `sub`; set by impersonation, authserver/exchange.py).
 """
 
 from __future__ import annotations
@@ -151,6 +153,9 @@ def verify_access_token(
             raise _invalid(f"The access token lacks '{name}'")
     if not isinstance(claims.get("scope"), str):
         raise _invalid("The access token lacks 'scope'")
+    act = claims.get("act")
+    if act is not None and not (isinstance(act, dict) and isinstance(act.get("sub"), str) and act["sub"]):
+        raise _invalid("The access token's 'act' claim does not name the actor")
     return claims
 
 

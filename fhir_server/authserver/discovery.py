@@ -7,6 +7,7 @@ from typing import Any
 
 from fhir_server.auth.tokens import ACCESS_TOKEN_ALG, ASSERTION_ALGS
 from fhir_server.authserver.env import AuthEnv
+from fhir_server.authserver.exchange import TOKEN_EXCHANGE
 
 CAPABILITIES = (
     "launch-ehr",
@@ -44,6 +45,7 @@ SCOPES = (
     "system/*.read",
     "system/*.write",
 )
+GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials", TOKEN_EXCHANGE)
 AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", "none")
 
 
@@ -55,7 +57,7 @@ def smart_configuration(env: AuthEnv) -> dict[str, Any]:
         "token_endpoint": env.token_endpoint,
         "introspection_endpoint": env.endpoint("introspect"),
         "revocation_endpoint": env.endpoint("revoke"),
-        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "grant_types_supported": list(GRANT_TYPES),
         "token_endpoint_auth_methods_supported": list(AUTH_METHODS),
         "token_endpoint_auth_signing_alg_values_supported": list(ASSERTION_ALGS),
         "scopes_supported": list(SCOPES),
@@ -78,7 +80,7 @@ def openid_configuration(env: AuthEnv) -> dict[str, Any]:
         "id_token_signing_alg_values_supported": [ACCESS_TOKEN_ALG],
         "scopes_supported": ["openid", "fhirUser", "offline_access", "online_access"],
         "claims_supported": ["iss", "sub", "aud", "exp", "iat", "nonce", "fhirUser"],
-        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "grant_types_supported": list(GRANT_TYPES),
         "token_endpoint_auth_methods_supported": list(AUTH_METHODS),
         "token_endpoint_auth_signing_alg_values_supported": list(ASSERTION_ALGS),
         "code_challenge_methods_supported": ["S256"],

@@ -2,9 +2,10 @@
 
 Introspection is for authenticated clients (confidential, private_key_jwt, or a caller presenting
 a valid access token as RFC 7662 section 2.1 allows); an inactive, unknown, expired or revoked
-token answers only `{"active": false}` (section 2.2). Revocation answers 200 whether or not the
-token was known (RFC 7009 section 2.2); revoking a refresh token revokes its whole family, and an
-access token stays revoked until it would have expired.
+token answers only `{"active": false}` (section 2.2); an impersonation token shows its `act`
+claim (RFC 8693 section 4.1), naming the platform admin behind it. Revocation answers 200 whether
+or not the token was known (RFC 7009 section 2.2); revoking a refresh token revokes its whole
+family, and an access token stays revoked until it would have expired.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from fhir_server.errors import FhirError, OAuthClientError, OAuthError
 from fhir_server.store.accounts import Client
 
 INACTIVE = {"active": False}
-_CONTEXT_CLAIMS = ("patient", "encounter", "fhirUser", "kind", "clinic", "role")
+_CONTEXT_CLAIMS = ("patient", "encounter", "fhirUser", "kind", "clinic", "role", "act")
 
 
 def _caller(env: AuthEnv, form: dict[str, str], authorization: str | None) -> Client | None:

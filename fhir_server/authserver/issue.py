@@ -4,6 +4,7 @@ RFC 6749 section 5.1 with SMART App Launch 2.x app-launch.html#response-5 (`pati
 `encounter`, `fhirContext`, `need_patient_banner`, `id_token` for `openid fhirUser`) and
 scopes-and-launch-context.html (`offline_access` and `online_access` earn a refresh token).
 Refresh tokens rotate within a family (RFC 9700 section 4.14.2): each use issues a new one.
+A grant made by impersonation (`actor`, authserver/exchange.py) never earns one.
 """
 
 from __future__ import annotations
@@ -36,30 +37,39 @@ class Grant:
     fhir_user: str | None = None
     nonce: str | None = None
     need_patient_banner: bool | None = None
+    # How the user signed in (RFC 8176 `amr` values: "pwd", "otp"); empty for backend services.
+    amr: tuple[str, ...] = ()
+    # Impersonation: the platform admin's account id acting as `subject` (RFC 8693 `act`).
+    actor: str | None = None
     family: str = field(default_factory=lambda: str(uuid.uuid4()))
 
     def to_payload(self) -> dict[str, Any]:
         payload = asdict(self)
         payload["scopes"] = list(self.scopes)
+        payload["amr"] = list(self.amr)
         return payload
 
     @staticmethod
     def from_payload(payload: dict[str, Any]) -> Grant:
         values = dict(payload)
         values["scopes"] = tuple(values.get("scopes", ()))
+        values["amr"] = tuple(values.get("amr", ()))
         return Grant(**values)
 
     def narrowed(self, scopes: tuple[str, ...]) -> Grant:
         return replace(self, scopes=scopes)
 
 
-def access_token(env: AuthEnv, grant: Grant) -> str:
+def access_token(env: AuthEnv, grant: Grant, lifetime: int | None = None) -> str:
+    """A signed access token for `grant`, living `lifetime` seconds (default: the setting)."""
     context = {
         "clinic": grant.clinic,
         "role": grant.role,
         "patient": grant.patient,
         "encounter": grant.encounter,
         "fhirUser": grant.fhir_user,
+        "amr": list(grant.amr) or None,
+        "act": {"sub": grant.actor} if grant.actor else None,
     }
     claims = access_claims(
         issuer=env.issuer,
@@ -67,7 +77,7 @@ def access_token(env: AuthEnv, grant: Grant) -> str:
         client_id=grant.client_id,
         scope=" ".join(grant.scopes),
         kind=grant.kind,
-        lifetime=env.settings.access_token_seconds,
+        lifetime=env.settings.access_token_seconds if lifetime is None else lifetime,
         context=context,
     )
     return sign(key_ring(env.grants).current(), claims)
@@ -86,7 +96,8 @@ def token_response(env: AuthEnv, grant: Grant, refresh_grant: Grant | None = Non
     if "openid" in grant.scopes and "fhirUser" in grant.scopes and grant.fhir_user:
         response["id_token"] = _id_token(env, grant)
     keeper = refresh_grant or grant
-    if grant.kind != "backend-service" and {"offline_access", "online_access"} & set(keeper.scopes):
+    earns = grant.kind != "backend-service" and grant.actor is None
+    if earns and {"offline_access", "online_access"} & set(keeper.scopes):
         response["refresh_token"] = new_refresh_token(env, keeper)
     return response
 

@@ -212,6 +212,7 @@ def _finish(env: AuthEnv, pending: PendingRequest, account: Account) -> Redirect
         fhir_user=account.fhir_user,
         nonce=payload.get("nonce"),
         need_patient_banner=not payload.get("launch"),
+        amr=("pwd", "otp") if payload.get("mfa_ok") else ("pwd",),
     )
     code = codes.new_token()
     stored = {"redirect_uri": payload["redirect_uri"], "code_challenge": payload.get("code_challenge")}

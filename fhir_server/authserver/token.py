@@ -1,6 +1,7 @@
 """The token endpoint (RFC 6749 section 3.2): authorization_code with PKCE (RFC 7636 section 4.6),
-refresh_token (RFC 6749 section 6; rotation, reuse detection, never a wider scope) and
-client_credentials for SMART backend services (backend-services.html, private_key_jwt only).
+refresh_token (RFC 6749 section 6; rotation, reuse detection, never a wider scope),
+client_credentials for SMART backend services (backend-services.html, private_key_jwt only) and
+RFC 8693 token exchange for a platform admin's impersonation of a patient (authserver/exchange.py).
 
 Errors are `OAuthError`s whose `error_code` is the RFC 6749 section 5.2 `error`.
 """
@@ -13,11 +14,12 @@ from fhir_server.auth import codes
 from fhir_server.auth import scopes as scope_syntax
 from fhir_server.authserver.clients import authenticate
 from fhir_server.authserver.env import AuthEnv
+from fhir_server.authserver.exchange import TOKEN_EXCHANGE, token_exchange
 from fhir_server.authserver.issue import Grant, token_response
 from fhir_server.errors import OAuthError
 from fhir_server.store.accounts import Client
 
-GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
+GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials", TOKEN_EXCHANGE)
 
 
 def token(env: AuthEnv, form: dict[str, str], authorization: str | None) -> dict[str, Any]:
@@ -31,6 +33,8 @@ def token(env: AuthEnv, form: dict[str, str], authorization: str | None) -> dict
         return _authorization_code(env, client, form)
     if grant_type == "refresh_token":
         return _refresh(env, client, form)
+    if grant_type == TOKEN_EXCHANGE:
+        return token_exchange(env, client, form)
     return _client_credentials(env, client, form)
 
 

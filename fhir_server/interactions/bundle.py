@@ -14,8 +14,10 @@ from typing import Any
 
 from fhir_server.access import Visibility
 from fhir_server.errors import FhirError, Invalid, Issue, TooLarge, invalid
+from fhir_server.interactions import auditing
 from fhir_server.interactions.bundle_entries import (
     Entry,
+    begin_audit,
     entry_letter,
     parse_entries,
     prepare_entry,
@@ -77,8 +79,11 @@ def _transaction(env: Env, entries: list[Entry], return_resources: bool) -> Resu
                 rewrite_references(uow, entry, identities, env.visibility)
         for entry in sorted(entries, key=lambda e: (_ORDER[e.method], e.index)):
             with _naming(entry):
+                begin_audit(entry, "transaction")
                 uow.visibility = env.visibility(entry_letter(entry), entry.resource_type)
                 results[entry.index] = run_entry(uow, entry)
+                auditing.entry_done(results[entry.index])
+        auditing.transaction_done(uow)  # its AuditEvents, committed or undone with it
     responses = [response_entry(results[entry.index], return_resources) for entry in entries]
     return Result(200, body=_response_bundle("transaction-response", responses))
 
@@ -100,15 +105,18 @@ def _prepare_all(entries: list[Entry]) -> None:
 def _batch(env: Env, entries: list[Entry], return_resources: bool) -> Result:
     responses = []
     for entry in entries:
+        begin_audit(entry, "batch")
         try:
             prepare_entry(entry, transaction=False)
             read_only = entry.method in ("GET", "HEAD")
             visibility = env.visibility(entry_letter(entry), entry.resource_type)
             with env.store.unit_of_work(visibility, read_only=read_only) as uow:
                 result = run_entry(uow, entry)
+            auditing.entry_done(result)
             responses.append(response_entry(result, return_resources))
         except FhirError as error:
             located = relocate(error, entry.index)
+            auditing.entry_failed(located)
             responses.append({"response": {"status": str(located.status), "outcome": located.to_outcome()}})
     return Result(200, body=_response_bundle("batch-response", responses))
 

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from fhir_server.errors import FhirError, Invalid, Issue, NotSupported
+from fhir_server.interactions import auditing
 from fhir_server.interactions.context import Result
 from fhir_server.interactions.create import create_in, prepare_create
 from fhir_server.interactions.delete import conditional_delete_in, delete_in
@@ -140,6 +141,18 @@ def _patch_document(resource: Any) -> tuple[Any, str]:
     if kind == "Binary" and resource.get("contentType") == "application/json-patch+json":
         return parse(base64.b64decode(resource.get("data", ""))), JSON_PATCH
     raise Invalid("PATCH entries carry a Parameters resource or a JSON Patch Binary", "patch-invalid")
+
+
+# The restful-interaction each entry's method performs (its AuditEvent's subtype).
+_INTERACTIONS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete", "GET": "read", "HEAD": "read"}
+
+
+def begin_audit(entry: Entry, bundle_kind: str) -> None:
+    """The entry's interaction, for its AuditEvent (interactions/auditing.py)."""
+    subtype = "vread" if entry.version and entry.method in ("GET", "HEAD") else _INTERACTIONS.get(entry.method)
+    criteria = entry.query or (entry.if_none_exist if entry.method == "POST" else None)
+    query = f"{entry.resource_type}?{criteria}" if criteria else None
+    auditing.begin_entry(subtype or bundle_kind, entry.resource_type, entry.resource_id, query)
 
 
 # The SMART permission letter (auth/policy.py) each entry's interaction needs.

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
 
+from fhir_server.interactions.auditing import AUDIT_EVENT
 from fhir_server.model.schema import resource_types
 from fhir_server.search import capability
 from fhir_server.search.params import SearchParam
@@ -32,6 +33,9 @@ TYPE_INTERACTIONS = (
     "search-type",
 )
 SYSTEM_INTERACTIONS = ("transaction", "batch", "history-system", "search-system")
+# Types only the server writes (interactions/auditing.py): read, searched, never changed by clients.
+READ_ONLY_TYPES = frozenset({AUDIT_EVENT})
+_WRITES = frozenset({"create", "update", "patch", "delete"})
 FORMATS = ("application/fhir+json", "application/fhir+xml", "json", "xml")
 PATCH_FORMATS = ("application/json-patch+json", "application/fhir+json", "application/fhir+xml")
 OAUTH_URIS = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
@@ -103,18 +107,21 @@ def _security(oauth_base: str) -> dict[str, Any]:
 
 
 def _resource(kind: str, operations: list[Any]) -> dict[str, Any]:
+    read_only = kind in READ_ONLY_TYPES
     entry: dict[str, Any] = {
         "type": kind,
         "profile": f"http://hl7.org/fhir/StructureDefinition/{kind}",
-        "interaction": [{"code": code} for code in TYPE_INTERACTIONS],
+        "interaction": [{"code": code} for code in TYPE_INTERACTIONS if not (read_only and code in _WRITES)],
         "versioning": "versioned-update",
         "readHistory": True,
         "updateCreate": False,
-        "conditionalCreate": True,
+        "conditionalCreate": not read_only,
         "conditionalRead": "full-support",
-        "conditionalUpdate": True,
-        "conditionalDelete": "single",
+        "conditionalUpdate": not read_only,
+        "conditionalDelete": "not-supported" if read_only else "single",
     }
+    if read_only:
+        entry["documentation"] = "Recorded by the server for every interaction (IHE BALP); read-only"
     includes = capability.includes(kind)
     if includes:
         entry["searchInclude"] = includes

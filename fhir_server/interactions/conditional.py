@@ -11,7 +11,8 @@ from fhir_server.store.repository import StoredVersion, UnitOfWork
 
 def matches(uow: UnitOfWork, resource_type: str, query: str) -> list[StoredVersion]:
     clauses = parse_criteria(resource_type, query)
-    uow.serialize_on(criteria_key(resource_type, clauses))
+    # keyed: criteria may hold protected values (a phone number, a national id)
+    uow.serialize_on(uow.protection.keyed(criteria_key(resource_type, clauses)))
     return uow.match(resource_type, clauses, 2)
 
 

@@ -13,12 +13,15 @@ from fhir_server.store.repository import Store, StoredVersion
 
 @dataclass
 class Env:
-    """The caller's access context with the server's store, settings and public base URL."""
+    """The caller's access context with the server's store, settings and public base URL, and the
+    request's audit state (interactions/auditing.py)."""
 
     store: Store
     settings: Settings
     access: AccessContext
     base_url: str
+    request_id: str | None = None  # X-Request-ID, named in the request's AuditEvents
+    trail: Any = None  # the audit state of the interaction running (auditing.Trail)
 
     def visibility(self, letter: str, resource_type: str | None) -> Visibility:
         """What the caller may touch doing an interaction of `letter` (c, r, u, d, s; see

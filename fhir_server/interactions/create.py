@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from fhir_server.interactions.auditing import refuse_audit_write
 from fhir_server.interactions.conditional import single_match
 from fhir_server.interactions.context import Env, Result
 from fhir_server.interactions.writing import write_new
@@ -19,6 +20,7 @@ def create(env: Env, resource_type: str, body: Any, if_none_exist: str | None = 
 
 def prepare_create(resource_type: str, body: Any, allow_conditional_references: bool = False) -> dict[str, Any]:
     """Checks done before any database work; the client's id is ignored as http.html says."""
+    refuse_audit_write(resource_type)
     resource = require_resource(body, resource_type)
     validate_resource(resource, allow_conditional_references)
     return resource

@@ -8,6 +8,7 @@ change, as http.html allows.
 from __future__ import annotations
 
 from fhir_server.errors import information
+from fhir_server.interactions.auditing import refuse_audit_write
 from fhir_server.interactions.conditional import single_match
 from fhir_server.interactions.context import Env, Result
 from fhir_server.interactions.update import check_if_match
@@ -16,11 +17,13 @@ from fhir_server.store.repository import UnitOfWork
 
 
 def delete(env: Env, resource_type: str, resource_id: str, if_match: int | None = None) -> Result:
+    refuse_audit_write(resource_type)
     with env.store.unit_of_work(env.visibility("d", resource_type)) as uow:
         return delete_in(uow, resource_type, resource_id, if_match)
 
 
 def delete_in(uow: UnitOfWork, resource_type: str, resource_id: str, if_match: int | None = None) -> Result:
+    refuse_audit_write(resource_type)
     current = uow.current(resource_type, resource_id, for_update=True)
     if current is None or current.deleted:
         return Result(
@@ -36,11 +39,13 @@ def delete_in(uow: UnitOfWork, resource_type: str, resource_id: str, if_match: i
 
 
 def conditional_delete(env: Env, resource_type: str, query: str) -> Result:
+    refuse_audit_write(resource_type)
     with env.store.unit_of_work(env.visibility("d", resource_type)) as uow:
         return conditional_delete_in(uow, resource_type, query)
 
 
 def conditional_delete_in(uow: UnitOfWork, resource_type: str, query: str) -> Result:
+    refuse_audit_write(resource_type)
     match = single_match(uow, resource_type, query, "conditional delete")
     if match is None:
         return Result(200, body=information("No resource matches; nothing deleted", "nothing-deleted"))

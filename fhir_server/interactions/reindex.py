@@ -14,6 +14,8 @@ from typing import Any
 from fhir_server.access import Visibility
 from fhir_server.interactions import custom_params
 from fhir_server.model.json import parse
+from fhir_server.model.sensitive import SensitiveFields, secrets_of
+from fhir_server.search.clauses import IndexRow
 from fhir_server.search.extract import index_rows
 from fhir_server.store.repository import Store
 
@@ -37,10 +39,7 @@ def work_once(store: Store) -> bool:
         after = payload.get("after")
         if position < len(types):
             page = uow.current_page(types[position], after, BATCH)
-            rows = {
-                stored.id: [row for row in index_rows(parse(stored.content or b"{}")) if row.param == payload["code"]]
-                for stored in page
-            }
+            rows = {stored.id: _param_rows(uow.protection.fields, stored.content, payload["code"]) for stored in page}
             if rows:
                 uow.replace_param_index(types[position], payload["code"], rows)
             if len(page) == BATCH:
@@ -56,6 +55,12 @@ def work_once(store: Store) -> bool:
         with store.unit_of_work(SYSTEM, read_only=True) as uow:
             custom_params.sync(uow, force=True)
     return True
+
+
+def _param_rows(fields: SensitiveFields, content: bytes | None, code: str) -> list[IndexRow]:
+    """The index rows of one parameter of a stored resource (protected values hashed or left out)."""
+    resource = parse(content or b"{}")
+    return [row for row in index_rows(resource, secrets=secrets_of(resource, fields)) if row.param == code]
 
 
 def start_worker(store: Store, interval: float = 0.5) -> threading.Event:

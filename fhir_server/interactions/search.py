@@ -20,6 +20,7 @@ from fhir_server.store.compile_sort import decode_keyset, encode_keyset
 from fhir_server.store.repository import Found, StoredVersion, UnitOfWork
 
 _BACKWARDS = "~"
+WILDCARD_EXCLUDED = ("AuditEvent",)
 # How many _include:iterate rounds at most (search.html#revinclude leaves the limit to servers).
 MAX_ITERATIONS = 4
 
@@ -140,7 +141,9 @@ def _include_step(uow: UnitOfWork, frontier: list[StoredVersion], include: Inclu
     source_type = None if include.source_type == "*" else include.source_type  # `_include=*`: any source
     if include.reverse:
         targets = [(row.resource_type, row.id) for row in frontier]
-        return uow.referencing(targets, source_type, params)
+        # `_revinclude=*` leaves out the audit trail: every access to a resource refers to it, so
+        # the answer would grow with each such search (`_revinclude=AuditEvent:entity` asks for it)
+        return uow.referencing(targets, source_type, params, exclude=() if source_type else WILDCARD_EXCLUDED)
     sources = [(row.resource_type, row.id) for row in frontier if source_type in (None, row.resource_type)]
     return uow.referenced(sources, params, include.target_type) if sources else []
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from fhir_server.errors import Invalid, Issue, MethodNotAllowed, PreconditionFailed
+from fhir_server.interactions.auditing import refuse_audit_write
 from fhir_server.interactions.conditional import single_match
 from fhir_server.interactions.context import Env, Result
 from fhir_server.interactions.writing import write_new, write_version
@@ -26,6 +27,7 @@ def update(env: Env, resource_type: str, resource_id: str, body: Any, if_match: 
 def prepare_update(
     resource_type: str, body: Any, resource_id: str | None, allow_conditional_references: bool = False
 ) -> dict[str, Any]:
+    refuse_audit_write(resource_type)
     resource = require_resource(body, resource_type)
     if resource_id is not None:
         check_body_id(resource, resource_id)

@@ -11,8 +11,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fhir_server.errors import Conflict, Forbidden
-from fhir_server.interactions import custom_params
-from fhir_server.interactions.ownership import owners
+from fhir_server.interactions import auditing, custom_params
+from fhir_server.interactions.ownership import access_fact, check_access_fact, owners
 from fhir_server.model.json import dumps
 from fhir_server.search.indexing import index_rows
 from fhir_server.store.repository import StoredVersion, UnitOfWork
@@ -60,6 +60,22 @@ def _require_within_grants(uow: UnitOfWork, stored: StoredVersion) -> None:
         raise Forbidden(message, "scope-write-outside")
 
 
+FACT_TYPES = ("EpisodeOfCare", "Consent")
+
+
+def _record_access_fact(uow: UnitOfWork, resource_id: str, resource: dict[str, Any]) -> None:
+    """Registrations and profile-sharing consents, as the policy reads them (ownership.py)."""
+    if resource["resourceType"] not in FACT_TYPES:
+        return
+    fact = access_fact(resource)
+    check_access_fact(fact, uow.visibility)
+    values = None
+    if fact is not None:
+        values = {"patient_id": fact.patient, "clinic_id": fact.clinic, "active": fact.active}
+        values |= {"starts": fact.starts, "ends": fact.ends}
+    uow.replace_access_fact(fact.kind if fact else None, resource_id, values)
+
+
 def write_new(uow: UnitOfWork, resource: dict[str, Any], resource_id: str | None = None) -> StoredVersion:
     _before_write(uow, resource)
     resource_type = resource["resourceType"]
@@ -70,9 +86,11 @@ def write_new(uow: UnitOfWork, resource: dict[str, Any], resource_id: str | None
         resource_type, resource_id, 1, moment, False, stamp(resource, resource_id, 1, moment), "POST", **owned
     )
     uow.create(stored)
-    uow.replace_index(resource_type, resource_id, index_rows(resource), fresh=True)
+    uow.replace_index(resource_type, resource_id, index_rows(resource, uow.protection.fields), fresh=True)
+    _record_access_fact(uow, resource_id, resource)
     _require_within_grants(uow, stored)
     custom_params.written(uow, resource)
+    auditing.written(uow, stored, resource)  # the AuditEvent, in this same transaction
     return stored
 
 
@@ -85,9 +103,11 @@ def write_version(uow: UnitOfWork, current: StoredVersion, resource: dict[str, A
     stored = StoredVersion(current.resource_type, current.id, version_id, moment, False, content, method, **owned)
     if not uow.replace(stored, current.version_id):
         raise Conflict(f"{current.resource_type}/{current.id} was changed concurrently", "version-conflict")
-    uow.replace_index(current.resource_type, current.id, index_rows(resource))
+    uow.replace_index(current.resource_type, current.id, index_rows(resource, uow.protection.fields))
+    _record_access_fact(uow, current.id, resource)
     _require_within_grants(uow, stored)
     custom_params.written(uow, resource)
+    auditing.written(uow, stored, resource)  # the AuditEvent, in this same transaction
     return stored
 
 
@@ -102,6 +122,9 @@ def write_deletion(uow: UnitOfWork, current: StoredVersion) -> StoredVersion:
     if not uow.replace(stored, current.version_id):
         raise Conflict(f"{current.resource_type}/{current.id} was changed concurrently", "version-conflict")
     uow.replace_index(current.resource_type, current.id, [])
+    if current.resource_type in FACT_TYPES:  # a deleted registration or consent stops applying at once
+        uow.replace_access_fact(None, current.id, None)
     if current.resource_type == "SearchParameter":
         custom_params.sync(uow, force=True)  # a deleted custom parameter stops applying at once
+    auditing.written(uow, stored, previous=current)  # the AuditEvent, in this same transaction
     return stored

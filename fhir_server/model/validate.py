@@ -13,6 +13,7 @@ from fhir_server.errors import Invalid, Issue, invalid
 from fhir_server.model.definitions import elements
 from fhir_server.model.references import CONDITIONAL_REFERENCE
 from fhir_server.model.schema import resource_types, validate_against_schema
+from fhir_server.model.sensitive import redact_issues
 from fhir_server.model.structure import validate_structure
 from fhir_server.model.structure import warm_up as warm_structure
 
@@ -58,7 +59,7 @@ def validation_issues(resource: dict[str, Any], allow_conditional_references: bo
     for issue in later:
         if not any(_related(issue.expression, earlier.expression) for earlier in issues):
             issues.append(issue)
-    return issues
+    return redact_issues(issues, resource) if issues else issues  # no phone number quoted back
 
 
 def _related(first: str | None, second: str | None) -> bool:

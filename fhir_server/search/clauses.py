@@ -47,6 +47,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from fhir_server.model.protect import fingerprint
 from fhir_server.search.params import SearchParam
 
 
@@ -55,6 +56,9 @@ class IndexRow:
     kind: str  # the index table: token, string, date, ...
     param: str
     values: dict[str, Any] = field(default_factory=dict)
+    # A protected value (model/sensitive.py) is in `values["code"]` from this position on: the
+    # store writes its keyed hash there instead (model/protect.py `blind`), never the value.
+    secret: int | None = None
 
 
 # --- values of one search parameter (search.html#ptypes) --------------------------------------
@@ -127,8 +131,34 @@ class CodeSet:
     codes: tuple[tuple[str | None, tuple[str, ...]], ...]
 
 
+@dataclass(frozen=True)
+class ProtectedToken:
+    """A token value searched among protected values (ContactPoint.value, national identifiers;
+    model/sensitive.py), whose index rows hold keyed hashes: the store replaces it, before
+    compiling, by `token` with its code (or an `:of-type` token's value) hashed under every
+    search-hash key, plus `token` itself when `clear` (a parameter that also holds values kept
+    in clear, such as non-national identifiers). Its repr shows a digest, never the value (the
+    repr keys conditional writes' locks, search/conditional.py, which the store hashes again)."""
+
+    token: Token
+    clear: bool
+
+    def __repr__(self) -> str:
+        digest = fingerprint(repr(self.token))
+        return f"ProtectedToken(system={self.token.system!r}, clear={self.clear}, value=sha256:{digest})"
+
+
 Value = (
-    Token | StringValue | DateValue | NumberValue | QuantityValue | ReferenceValue | UriValue | CompositeValue | CodeSet
+    Token
+    | StringValue
+    | DateValue
+    | NumberValue
+    | QuantityValue
+    | ReferenceValue
+    | UriValue
+    | CompositeValue
+    | CodeSet
+    | ProtectedToken
 )
 
 

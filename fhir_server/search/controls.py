@@ -12,6 +12,7 @@ import re
 
 from fhir_server.search.clauses import Include, SortKey
 from fhir_server.search.criteria import MODIFIERS, Scope, resolve, target_type
+from fhir_server.search.protected import check_sortable
 from fhir_server.search.syntax import MODIFIER, UNKNOWN, UNSUPPORTED, VALUE, Problem, or_values, unescape
 from fhir_server.search.values import is_resource_type
 
@@ -39,6 +40,7 @@ def parse_sort(scope: Scope, types: tuple[str, ...], raw: str) -> tuple[SortKey,
         param = resolve(scope, types, code)
         if param.type not in MODIFIERS or param.type == "composite" or not param.expression:
             raise Problem(UNSUPPORTED, f"Sorting by {param.type} parameter '{code}' is not supported")
+        check_sortable(param)
         keys.append(SortKey(param, descending))
     return tuple(keys)
 

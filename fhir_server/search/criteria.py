@@ -27,6 +27,7 @@ from fhir_server.search.clauses import (
 )
 from fhir_server.search.composite import parse_composite
 from fhir_server.search.params import SearchParam
+from fhir_server.search.protected import MIXED, check_modifier, protected_value, protection, redacted
 from fhir_server.search.special import LIST_ITEM, parse_list, parse_subsumption, parse_value_set
 from fhir_server.search.syntax import MODIFIER, UNKNOWN, UNSUPPORTED, VALUE, Problem, or_values, unescape
 from fhir_server.search.values import (
@@ -105,6 +106,7 @@ def param_clause(scope: Scope, param: SearchParam, modifier: str | None, raw: st
         raise Problem(UNSUPPORTED, f"Search parameter '{param.code}' ({param.type}) is not supported yet")
     if modifier == "missing":
         return ParamClause(param, missing=_boolean(raw))
+    check_modifier(param, modifier)
     if modifier in PENDING_MODIFIERS.get(param.type, ()):
         raise Problem(UNSUPPORTED, f"Modifier ':{modifier}' on {param.type} parameters is not supported yet")
     type_modifier = None
@@ -112,8 +114,26 @@ def param_clause(scope: Scope, param: SearchParam, modifier: str | None, raw: st
         type_modifier, modifier = target_type(param, modifier), None
     elif modifier is not None and modifier not in MODIFIERS[param.type]:
         raise Problem(MODIFIER, f"Modifier ':{modifier}' does not apply to {param.type} parameter '{param.code}'")
-    values = tuple(_value(scope, param, modifier, type_modifier, text) for text in or_values(raw))
+    kind = _protection(param, modifier)
+    if kind is None:
+        values = tuple(_value(scope, param, modifier, type_modifier, text) for text in or_values(raw))
+        return ParamClause(param, values, modifier)
+    try:  # a protected value is neither echoed in a message nor searched in clear (protected.py)
+        values = tuple(
+            protected_value(kind, _value(scope, param, modifier, type_modifier, text)) for text in or_values(raw)
+        )
+    except Problem as problem:
+        raise redacted(param, problem) from None
     return ParamClause(param, values, modifier)
+
+
+def _protection(param: SearchParam, modifier: str | None) -> str | None:
+    """How a value of `param` with `modifier` is matched against protected values (protected.py)."""
+    if param.type == "reference":
+        return MIXED if modifier == "identifier" else None
+    if modifier not in (None, "not", "of-type"):
+        return None
+    return protection(param)
 
 
 def target_type(param: SearchParam, name: str) -> str:

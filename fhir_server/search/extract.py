@@ -23,6 +23,10 @@ R4 search.html#ptypes and the column table in clauses.py:
 
 Values of any other type are not indexable by that parameter type and are skipped.
 
+Protected values (model/sensitive.py: ContactPoint.value, national identifiers) are never
+written in clear: their token rows are marked for the store to hash, other rows holding one are
+left out (search/protected.py).
+
 Alongside: a Reference's `identifier` as a token row under `<param>:identifier`, and an
 Identifier's value with each of its type codings under `<param>:of-type` (search/clauses.py).
 
@@ -43,11 +47,13 @@ from typing import Any
 
 from fhir_server.errors import Invalid
 from fhir_server.model.dates import parse_instant_range
+from fhir_server.model.sensitive import Secrets, secrets_of
 from fhir_server.search.clauses import IndexRow
 from fhir_server.search.fhirpath_compile import Extractor, compile_expression, compile_relative, fallback, is_a
 from fhir_server.search.fhirpath_parse import Unsupported
 from fhir_server.search.normalize import UCUM, normalize, split_reference, ucum_canonical
 from fhir_server.search.params import SearchParam, identifier_param, of_type_code, of_type_param
+from fhir_server.search.protected import protect_rows
 from fhir_server.search.registry import generation, search_params
 
 Columns = dict[str, Any]
@@ -103,9 +109,14 @@ def _indexed_in(resource_type: str, _generation: int) -> tuple[tuple[str, Rows],
     )
 
 
-def index_rows(resource: dict[str, Any], skip: frozenset[str] = frozenset()) -> list[IndexRow]:
+def index_rows(
+    resource: dict[str, Any], skip: frozenset[str] = frozenset(), secrets: Secrets | None = None
+) -> list[IndexRow]:
     """One row per distinct value of every indexed parameter of the resource's type (`skip`:
-    codes to leave out)."""
+    codes to leave out); protected values (`secrets`, by default those model/sensitive.py finds
+    with the built-in national identifier table) marked for hashing or left out (protected.py)."""
+    if secrets is None:
+        secrets = secrets_of(resource)
     rows: list[IndexRow] = []
     seen: set[tuple[Any, ...]] = set()
     for code, make in _indexed(resource["resourceType"]):
@@ -116,7 +127,7 @@ def index_rows(resource: dict[str, Any], skip: frozenset[str] = frozenset()) -> 
             if key not in seen:
                 seen.add(key)
                 rows.append(row)
-    return rows
+    return protect_rows(rows, secrets)
 
 
 def _value_rows(param: SearchParam) -> Rows:

@@ -27,6 +27,8 @@ search; the system may be one of the abbreviations `loinc`, `snomed`, `rxnorm`, 
 "no item equals". Not supported: filters inside a path (`related[type eq x].target`), `co` on
 dates and numbers, string `gt`/`lt`/`ge`/`le`, token case-insensitivity, composite and special
 parameters. A whole `_filter` is one parameter: a problem anywhere in it is one issue.
+Parameters over encrypted values (search/protected.py) match by keyed hash: ContactPoint ones
+take `eq` (and `pr`) only.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from fhir_server.search.clauses import (
 )
 from fhir_server.search.criteria import Scope, resolve
 from fhir_server.search.params import SearchParam
+from fhir_server.search.protected import CONTACT, PROTECTED, protected_value, protection, redacted
 from fhir_server.search.syntax import UNKNOWN, UNSUPPORTED, VALUE, Problem
 from fhir_server.search.values import (
     LOGICAL_ID,
@@ -269,9 +272,29 @@ def _compare(scope: Scope, types: tuple[str, ...], comparison: Comparison, every
         raise Problem(UNSUPPORTED, f"_filter: {param.type} parameter '{code}' is not supported")
     if operator == "pr":
         return ParamClause(param, missing=not _boolean(value))
-    clause = _BY_TYPE[param.type](scope, param, operator, value)
+    kind = protection(param)
+    clause = (
+        _BY_TYPE[param.type](scope, param, operator, value)
+        if kind is None
+        else _protected(scope, param, kind, comparison)
+    )
     if clause is None:
         raise Problem(UNSUPPORTED, f"_filter: '{operator}' is not supported on {param.type} parameter '{code}'")
+    return clause
+
+
+def _protected(scope: Scope, param: SearchParam, kind: str, comparison: Comparison) -> Clause | None:
+    """A comparison on a parameter over protected values (search/protected.py): exact matches by
+    keyed hash; on ContactPoint parameters nothing else; the value never echoed in a message."""
+    operator = comparison.operator
+    if kind == CONTACT and (param.type != "token" or operator != "eq"):
+        raise Problem(PROTECTED, f"_filter: '{param.code}' holds encrypted values: only 'eq' can match them")
+    try:
+        clause = _BY_TYPE[param.type](scope, param, operator, comparison.value)
+    except Problem as problem:
+        raise redacted(param, problem) from None
+    if isinstance(clause, ParamClause) and clause.modifier is None:
+        return replace(clause, values=tuple(protected_value(kind, value) for value in clause.values))
     return clause
 
 

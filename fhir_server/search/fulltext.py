@@ -14,6 +14,8 @@ Index side, on every write, in one pass over the resource JSON (no FHIRPath):
   (`data`, `hash`...), dates and times; numbers and booleans are not strings in JSON.
 - `_text` (DomainResources): the text content of `text.div`, the XHTML parsed by lxml's HTML
   parser (entities such as `&nbsp;` resolved, tags, comments and scripts dropped).
+- Neither holds a protected value (model/sensitive.py: phone numbers, emails, national ids):
+  a string that is one is skipped, and where a text repeats one verbatim it is cut out.
 
 Each is stored as `idx_string` rows (search/clauses.py) whose `value` is the words joined by single
 spaces with a leading and a trailing space, so that `value LIKE '% term%'` finds a word that starts
@@ -32,6 +34,7 @@ from typing import Any
 
 from lxml import etree
 
+from fhir_server.model.sensitive import Secrets, secrets_of
 from fhir_server.search.clauses import IndexRow, TextClause
 from fhir_server.search.normalize import normalize
 from fhir_server.search.params import SearchParam
@@ -115,13 +118,19 @@ def narrative_text(div: str) -> str:
 
 
 class _Collector:
-    """The text of a resource's string values in document order, until there is enough."""
+    """The text of a resource's string values in document order, until there is enough; protected
+    values (model/sensitive.py) left out, also where a longer text repeats one."""
 
-    def __init__(self, budget: int) -> None:
+    def __init__(self, budget: int, secrets: Secrets) -> None:
         self.parts: list[str] = []
         self.budget = budget  # characters still wanted (the byte cap applies to the words later)
+        self.secrets = secrets
 
     def add(self, text: str) -> None:
+        if self.secrets:
+            if self.secrets.covers(text):
+                return
+            text = self.secrets.redact(text, " ")
         if self.budget > 0 and text:
             self.parts.append(text[: self.budget])
             self.budget -= len(text) + 1
@@ -186,15 +195,18 @@ def _rows(code: str, text: str) -> Iterator[IndexRow]:
         yield IndexRow("string", code, {"value": value, "exact": None})
 
 
-def index_rows(resource: dict[str, Any]) -> list[IndexRow]:
-    """The `_text` (when the resource has a narrative) and `_content` rows of a resource."""
+def index_rows(resource: dict[str, Any], secrets: Secrets | None = None) -> list[IndexRow]:
+    """The `_text` (when the resource has a narrative) and `_content` rows of a resource, without
+    its protected values (`secrets`, by default found with the built-in configuration)."""
+    if secrets is None:
+        secrets = secrets_of(resource)
     rows: list[IndexRow] = []
     narrative = resource.get("text")
     div = narrative.get("div") if isinstance(narrative, dict) else None
-    narrative_words = narrative_text(div) if isinstance(div, str) else ""
+    narrative_words = secrets.redact(narrative_text(div), " ") if isinstance(div, str) else ""
     if narrative_words:
         rows.extend(_rows(TEXT, narrative_words))
-    collector = _Collector(2 * MAX_TEXT_BYTES)  # raw text: narratives shrink when whitespace collapses
+    collector = _Collector(2 * MAX_TEXT_BYTES, secrets)  # raw text: narratives shrink when whitespace collapses
     collector.add(narrative_words)
     collector.walk({key: value for key, value in resource.items() if key != "text"})
     rows.extend(_rows(CONTENT, " ".join(collector.parts)))

@@ -146,6 +146,17 @@ class Accounts:
             row = connection.execute(select(account).where(account.c.id == account_id)).first()
         return _account(row) if row else None
 
+    def patient_account(self, patient_id: str) -> Account | None:
+        """The patient account whose fhirUser is this Patient (the oldest, should there be several)."""
+        query = (
+            select(account)
+            .where(account.c.kind == "patient", account.c.fhir_user == f"Patient/{patient_id}")
+            .order_by(account.c.created, account.c.id)
+        )
+        with self.engine.connect() as connection:
+            row = connection.execute(query).first()
+        return _account(row) if row else None
+
     def count(self) -> int:
         with self.engine.connect() as connection:
             return int(connection.execute(select(func.count()).select_from(account)).scalar_one())

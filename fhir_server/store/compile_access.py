@@ -6,11 +6,13 @@ visible when some grant holds. Compartment membership follows the Patient Compar
 (compartmentdefinition-patient.html): the Patient itself, or a reference row of one of the
 type's compartment parameters pointing at it. Rows of `resource_version` are judged by the same
 current row, so a version is visible when its resource is. A clinic's grant reaches the rows its
-clinic owns or contributed (the ownership columns, interactions/ownership.py).
+clinic owns or contributed (the ownership columns, interactions/ownership.py), and the portable
+profile of patients registered there with an active profile-sharing consent for it.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
@@ -24,7 +26,7 @@ from fhir_server.search.clauses import Clause
 from fhir_server.search.query import parse_search
 from fhir_server.search.registry import compartment_members, compartment_params, search_param
 from fhir_server.store.compiler import clause_predicate
-from fhir_server.store.schema import reference_index, resource
+from fhir_server.store.schema import reference_index, registration, resource, sharing_consent
 
 
 def visible_predicate(visibility: Visibility, row: FromClause) -> ColumnElement[bool]:
@@ -45,8 +47,10 @@ def _grant(grant: Grant, row: FromClause) -> ColumnElement[bool]:
         conditions.append(row.c.resource_type == grant.resource_type)
     if grant.types is not None:
         conditions.append(row.c.resource_type.in_(sorted(grant.types)))
-    if grant.clinic is not None:  # what the clinic recorded, or contributed to a patient's profile
-        conditions.append(or_(row.c.owner_clinic == grant.clinic, row.c.contributor_clinic == grant.clinic))
+    if grant.clinic is not None:  # what the clinic recorded or contributed, and profiles shared with it
+        clinic = grant.clinic
+        shared = and_(row.c.owner_patient.is_not(None), _shared_with(row.c.owner_patient, clinic))
+        conditions.append(or_(row.c.owner_clinic == clinic, row.c.contributor_clinic == clinic, shared))
     if grant.patient is not None:
         conditions.append(_in_compartment(row, grant.patient, grant.resource_type))
     if grant.query:
@@ -55,6 +59,27 @@ def _grant(grant: Grant, row: FromClause) -> ColumnElement[bool]:
             clause_predicate(grant.resource_type, id_column, clause) for clause in granular_clauses(grant)
         )
     return and_(true(), *conditions)
+
+
+def _shared_with(patient: Any, clinic: str) -> ColumnElement[bool]:
+    """The patient is registered at the clinic and has an active profile-sharing consent for it,
+    both in force now (DESIGN.md section 3: registered + active consent)."""
+    now = datetime.now(UTC).replace(tzinfo=None)
+
+    def in_force(table: Any) -> ColumnElement[bool]:
+        return (
+            select(literal_column("1"))
+            .where(
+                table.c.patient_id == patient,
+                table.c.clinic_id == clinic,
+                table.c.active == true(),
+                or_(table.c.starts.is_(None), table.c.starts <= now),
+                or_(table.c.ends.is_(None), table.c.ends > now),
+            )
+            .exists()
+        )
+
+    return and_(in_force(registration), in_force(sharing_consent))
 
 
 def _in_compartment(row: FromClause, patient: str, resource_type: str) -> ColumnElement[bool]:

@@ -129,10 +129,12 @@ def referencing_statement(
     source_type: str | None,
     params: Sequence[str] | None,
     visible: Visible,
+    exclude: Sequence[str] = (),
 ) -> Select[Any]:
-    """`_revinclude`: the current `source_type` resources (None: any) pointing at `targets`
-    through `params` (None: any reference parameter)."""
-    return _linked_statement(targets, params, source_type, visible, reverse=True)
+    """`_revinclude`: the current `source_type` resources (None: any but those in `exclude`)
+    pointing at `targets` through `params` (None: any reference parameter)."""
+    statement = _linked_statement(targets, params, source_type, visible, reverse=True)
+    return statement.where(resource.c.resource_type.not_in(exclude)) if exclude else statement
 
 
 def _linked_statement(

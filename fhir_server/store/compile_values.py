@@ -5,6 +5,10 @@ Each function returns the condition one row of the parameter's index table (an a
 must meet to match one search value; compiler.py ORs them and wraps them in EXISTS keyed by
 (resource_type, resource_id, param). Columns are those written down in search/clauses.py; search
 text is normalised with the extractor's own function (search/normalize.py).
+
+A `ProtectedToken` is hashed before compiling (compile_protected.py); one that was not (a granular
+scope's query, compiled into the access predicate) matches clear values only, and nothing on a
+ContactPoint parameter: it fails closed.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.expression import FromClause
 
 from fhir_server.errors import Invalid, NotSupported
-from fhir_server.search.clauses import ReferenceValue, StringValue, Token, UriValue, Value
+from fhir_server.search.clauses import ProtectedToken, ReferenceValue, StringValue, Token, UriValue, Value
 from fhir_server.search.normalize import normalize
 
 
@@ -64,6 +68,8 @@ def text_condition(table: FromClause, term: str) -> ColumnElement[bool]:
 
 def token_condition(table: FromClause, value: Value) -> ColumnElement[bool]:
     """`code` (any system), `system|code`, `|code` (no system), `system|` (any code)."""
+    if isinstance(value, ProtectedToken):  # not hashed (compile_protected.py) where it is compiled
+        return token_condition(table, value.token) if value.clear else false()
     token = _expect(value, Token, "token")
     conditions: list[ColumnElement[bool]] = []
     if token.code is not None:

@@ -46,6 +46,7 @@ from fhir_server.search.clauses import (
     LastUpdatedClause,
     NotClause,
     ParamClause,
+    ProtectedToken,
     TextClause,
     TokenClause,
     Value,
@@ -220,6 +221,8 @@ def _of_type(subject: Subject, clause: ParamClause) -> ColumnElement[bool]:
     table = token_index.alias()
 
     def condition(value: Value) -> ColumnElement[bool]:
+        if isinstance(value, ProtectedToken):  # not hashed before compiling: clear values only
+            return condition(value.token) if value.clear else false()
         if not isinstance(value, OfTypeToken):
             raise Invalid(f"A {type(value).__name__} is not an :of-type search value", "search-value-invalid")
         return and_(table.c.system == value.system, table.c.code == of_type_code(value.code or "", value.value))

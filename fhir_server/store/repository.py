@@ -23,6 +23,7 @@ from fhir_server.errors import Conflict, Forbidden
 from fhir_server.search.clauses import Clause, IndexRow, SortKey
 from fhir_server.store import jobs
 from fhir_server.store.compile_access import visible_predicate
+from fhir_server.store.compile_protected import blind_clauses
 from fhir_server.store.compile_search import (
     count_statement,
     matches_statement,
@@ -34,7 +35,8 @@ from fhir_server.store.compile_sort import check_keyset, drives_page
 from fhir_server.store.compile_terminology import Terminology, needs_terminology
 from fhir_server.store.compiler import clause_predicate
 from fhir_server.store.engine import is_postgres
-from fhir_server.store.schema import INDEX_TABLES, OWNERS, resource, resource_version
+from fhir_server.store.protection import Protection, protection_for
+from fhir_server.store.schema import ACCESS_FACTS, INDEX_TABLES, OWNERS, resource, resource_version
 
 
 @dataclass(frozen=True)
@@ -79,20 +81,23 @@ class HistoryQuery:
 
 
 class Store:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, protection: Protection | None = None) -> None:
         self.engine = engine
         self.postgres = is_postgres(engine)
+        # Field encryption (store/protection.py): sealed on write, revealed on read, here only.
+        self.protection = protection or protection_for(engine)
 
     @contextmanager
     def unit_of_work(self, visibility: Visibility, read_only: bool = False) -> Iterator[UnitOfWork]:
         with self.engine.connect() as connection:
             if read_only and self.postgres:
                 # Reads need no transaction: autocommit spares the BEGIN and COMMIT round trips.
-                yield UnitOfWork(connection.execution_options(isolation_level="AUTOCOMMIT"), visibility, lock=False)
+                autocommit = connection.execution_options(isolation_level="AUTOCOMMIT")
+                yield UnitOfWork(autocommit, visibility, lock=False, protection=self.protection)
                 return
             connection.info["read_only"] = read_only
             with connection.begin():
-                uow = UnitOfWork(connection, visibility, lock=self.postgres and not read_only)
+                uow = UnitOfWork(connection, visibility, self.postgres and not read_only, self.protection)
                 yield uow
                 uow.flush()
 
@@ -129,10 +134,13 @@ _ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
 
 
 class UnitOfWork:
-    def __init__(self, connection: Connection, visibility: Visibility, lock: bool) -> None:
+    def __init__(
+        self, connection: Connection, visibility: Visibility, lock: bool, protection: Protection | None = None
+    ) -> None:
         self.connection = connection
         self.visibility = visibility
         self.lock = lock
+        self.protection = protection or protection_for(connection.engine)
         # Inserts of new resources wait here and go out as one executemany per table (psycopg
         # pipelines those): a transaction Bundle of 200 creates costs 3 statements, not 600.
         self._pending: dict[Any, list[dict[str, Any]]] = {}
@@ -153,6 +161,10 @@ class UnitOfWork:
         if self._pending:
             self.flush()
         return self.connection.execute(statement, parameters)
+
+    def _version(self, row: Any) -> StoredVersion:
+        """A stored version read from a row, in clear (store/protection.py)."""
+        return self.protection.revealed(_version(row))
 
     def serialize_on(self, key: str) -> None:
         """Holds a transaction-scoped lock on `key` (conditional writes: the check and the write
@@ -182,6 +194,7 @@ class UnitOfWork:
     def _resolved(self, clauses: Sequence[Clause]) -> Sequence[Clause]:
         """`clauses` with the ValueSets and CodeSystem hierarchies they name read from the store
         (token `:in`, `:not-in`, `:above`, `:below`; compile_terminology.py), once per unit of work."""
+        clauses = blind_clauses(clauses, self.protection.search_hashes)  # values among protected ones
         if not needs_terminology(clauses):
             return clauses
         if self._terminology is None:
@@ -193,21 +206,23 @@ class UnitOfWork:
         if for_update and self.lock:
             query = query.with_for_update()
         row = self._run(query, {"key_type": resource_type, "key_id": resource_id}).first()
-        return _version(row) if row else None
+        return self._version(row) if row else None
 
     def version(self, resource_type: str, resource_id: str, version_id: int) -> StoredVersion | None:
         key = {"key_type": resource_type, "key_id": resource_id, "key_version": version_id}
         row = self._run(self._narrow(_SELECT_VERSION, resource_version), key).first()
-        return _version(row) if row else None
+        return self._version(row) if row else None
 
     def create(self, stored: StoredVersion) -> None:
         if not self.visibility.unrestricted and not self.visibility.grants:
             raise Forbidden("This caller may not create resources", "write-forbidden")
+        stored = self.protection.sealed(stored)
         self._queue(_INSERT_CURRENT, [_current_columns(stored)])
         self._queue(_INSERT_VERSION, [{**_columns(stored), "method": stored.method}])
 
     def replace(self, stored: StoredVersion, expected_version: int) -> bool:
         """Writes a new current version if the current one is still `expected_version`."""
+        stored = self.protection.sealed(stored)
         values = {f"new_{name}": value for name, value in _current_columns(stored).items()}
         values.update(key_type=stored.resource_type, key_id=stored.id, expected_version=expected_version)
         result = self._run(self._narrow(_UPDATE_CURRENT), values)
@@ -222,6 +237,14 @@ class UnitOfWork:
         except IntegrityError:
             raise Conflict(f"{stored.resource_type}/{stored.id} was changed concurrently", "version-conflict") from None
 
+    def replace_access_fact(self, kind: str | None, resource_id: str, fact: dict[str, Any] | None) -> None:
+        """The registration or sharing-consent row kept from resource `resource_id` (migration 0012):
+        replaced in this transaction, removed when the resource no longer states one."""
+        for table in ACCESS_FACTS.values():
+            self._run(delete(table).where(table.c.id == resource_id))
+        if kind is not None and fact is not None:
+            self._run(insert(ACCESS_FACTS[kind]), {"id": resource_id, **fact})
+
     def replace_index(
         self, resource_type: str, resource_id: str, rows: Sequence[IndexRow], fresh: bool = False
     ) -> None:
@@ -232,7 +255,8 @@ class UnitOfWork:
         by_kind: dict[str, list[dict[str, Any]]] = {}
         for row in rows:
             by_kind.setdefault(row.kind, []).append(
-                {"resource_type": resource_type, "resource_id": resource_id, "param": row.param, **row.values}
+                {"resource_type": resource_type, "resource_id": resource_id, "param": row.param}
+                | self.protection.row_values(row)
             )
         for kind, values in by_kind.items():
             self._queue(_INSERT_INDEX[kind], values)
@@ -250,7 +274,7 @@ class UnitOfWork:
             .order_by(resource.c.last_updated.desc(), resource.c.id)
             .limit(limit)
         )
-        return [_version(row) for row in self._run(self._narrow(query))]
+        return [self._version(row) for row in self._run(self._narrow(query))]
 
     def search(
         self,
@@ -299,7 +323,7 @@ class UnitOfWork:
             wanted = limit - len(found)
             rows = self._run(page(wanted, after)).all()
             for row in rows:
-                version = _version(row)
+                version = self._version(row)
                 keyset = (*row[len(resource.c) : len(resource.c) + sort_keys], version.resource_type, version.id)
                 if (version.resource_type, version.id) not in seen:
                     seen.add((version.resource_type, version.id))
@@ -331,15 +355,20 @@ class UnitOfWork:
         """`_include` step: the current, visible resources that the (type, id) `sources` refer to
         through the reference parameters `params` (None for `*`: any), optionally of one type."""
         statement = referenced_statement(list(sources), params, target_type, self._visible)
-        return [_version(row) for row in self._run(statement)]
+        return [self._version(row) for row in self._run(statement)]
 
     def referencing(
-        self, targets: Iterable[tuple[str, str]], source_type: str | None, params: Sequence[str] | None
+        self,
+        targets: Iterable[tuple[str, str]],
+        source_type: str | None,
+        params: Sequence[str] | None,
+        exclude: Sequence[str] = (),
     ) -> list[StoredVersion]:
-        """`_revinclude` step: the current, visible `source_type` resources (None: any type) that
-        refer to one of the (type, id) `targets` through `params` (None for `*`: any)."""
-        statement = referencing_statement(list(targets), source_type, params, self._visible)
-        return [_version(row) for row in self._run(statement)]
+        """`_revinclude` step: the current, visible `source_type` resources (None: any type but
+        those in `exclude`) that refer to one of the (type, id) `targets` through `params` (None
+        for `*`: any)."""
+        statement = referencing_statement(list(targets), source_type, params, self._visible, exclude)
+        return [self._version(row) for row in self._run(statement)]
 
     def history(self, query: HistoryQuery) -> list[StoredVersion]:
         table = resource_version
@@ -366,7 +395,7 @@ class UnitOfWork:
             )
             .limit(query.limit)
         )
-        return [_version(row) for row in self._run(statement)]
+        return [self._version(row) for row in self._run(statement)]
 
     # --- custom search parameters and background jobs (interactions/custom_params.py, reindex.py)
 
@@ -377,10 +406,11 @@ class UnitOfWork:
         return int(count), newest
 
     def current_contents(self, resource_type: str) -> list[bytes]:
-        query = select(resource.c.content).where(
+        query = select(resource.c.id, resource.c.content).where(
             resource.c.resource_type == resource_type, resource.c.deleted == false()
         )
-        return [row.content for row in self._run(self._narrow(query))]
+        reveal = self.protection.reveal
+        return [reveal(resource_type, row.id, row.content) for row in self._run(self._narrow(query)) if row.content]
 
     def count_current(self, resource_type: str) -> int:
         query = select(func.count()).where(resource.c.resource_type == resource_type, resource.c.deleted == false())
@@ -392,7 +422,7 @@ class UnitOfWork:
         if after_id is not None:
             conditions.append(resource.c.id > after_id)
         query = select(resource).where(*conditions).order_by(resource.c.id).limit(limit)
-        return [_version(row) for row in self._run(self._narrow(query))]
+        return [self._version(row) for row in self._run(self._narrow(query))]
 
     def replace_param_index(self, resource_type: str, param: str, rows_by_id: dict[str, list[IndexRow]]) -> None:
         """Replaces one parameter's index rows of the given resources (a reindex batch)."""

@@ -171,6 +171,27 @@ INDEX_TABLES = {
     "composite": composite_index,
 }
 
+
+def _access_facts(name: str) -> Table:
+    """Facts the access policy reads (migration 0012): a patient's registration at a clinic, or
+    their profile-sharing consent for it, each kept from the resource it comes from (`id`)."""
+    return Table(
+        name,
+        metadata,
+        Column("id", RESOURCE_ID, primary_key=True),
+        Column("patient_id", RESOURCE_ID, nullable=False),
+        Column("clinic_id", RESOURCE_ID, nullable=False),
+        Column("active", Boolean, nullable=False),
+        Column("starts", DateTime, nullable=True),
+        Column("ends", DateTime, nullable=True),
+        Index(f"ix_{name}_patient_clinic", "patient_id", "clinic_id"),
+    )
+
+
+registration = _access_facts("registration")
+sharing_consent = _access_facts("sharing_consent")
+ACCESS_FACTS = {"registration": registration, "sharing": sharing_consent}
+
 # Background work any worker process may pick up (DESIGN.md section 4): reindexing after a custom
 # SearchParameter now; export, import and segment refresh later. `payload` is JSON text.
 job = Table(

@@ -4,9 +4,10 @@ PostgreSQL, at the interaction level with the access contexts the bearer-token c
 Two clinics record data: clinic A a Patient with an Observation, an Appointment and a Coverage;
 clinic B its own Patient and Observation, and an Observation about A's patient. For every
 principal kind the expected view is one set (`VISIBLE`); every read path in `PATHS` is checked
-against it, so a new read path is covered by adding one entry there. Registration, consent and
-the name-only view are not built yet (the rest of issue 5): until then a clinic sees what it
-recorded, nothing of another clinic's, and a patient everything in their own compartment.
+against it, so a new read path is covered by adding one entry there. A clinic sees what it
+recorded, nothing of another clinic's, and a patient everything in their own compartment; the
+portable profile opens to a clinic with registration + consent (the last test). The name-only
+view of a registered patient without consent is not built yet: such a Patient stays invisible.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from fhir_server.access import AccessContext
 from fhir_server.errors import FhirError, Forbidden
 from fhir_server.interactions import create, history, read, search
 from fhir_server.interactions.context import Env
+from fhir_server.interactions.ownership import SHARING_CATEGORY_CODE, SHARING_CATEGORY_SYSTEM
 from fhir_server.ops.validate import validate
 
 TAG = "urn:test:isolation"
@@ -286,3 +288,78 @@ def test_a_clinic_cannot_write_into_another_clinics_records(world: World, store:
     assert gone.body is not None and gone.body["issue"][0]["details"]["coding"][0]["code"] == "nothing-deleted"
     owner_view = read.read(_env(store, settings, "a-admin"), "Observation", world.ids["OA"])
     assert owner_view.version is not None and owner_view.version.version_id == 1  # untouched
+
+
+def _sharing_consent(patient: str, clinic: str, status: str = "active", ends: str | None = None) -> dict[str, Any]:
+    period: dict[str, str] = {"start": "2020-01-01"}
+    if ends:
+        period["end"] = ends
+    return {
+        "resourceType": "Consent",
+        "status": status,
+        "scope": {
+            "coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]
+        },
+        "category": [{"coding": [{"system": SHARING_CATEGORY_SYSTEM, "code": SHARING_CATEGORY_CODE}]}],
+        "patient": {"reference": f"Patient/{patient}"},
+        "organization": [{"reference": f"Organization/{clinic}"}],
+        "policyRule": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN"}]},
+        "provision": {"period": period},
+    }
+
+
+def test_registration_and_profile_sharing_consent_open_the_portable_profile_only(
+    world: World, store: Any, settings: Any
+) -> None:
+    """Clinic B sees A's patient's portable profile (Patient, Coverage) once she is registered at B
+    and has signed B's profile-sharing Consent, never A's clinical records; revoking the Consent
+    closes it at once; a clinic cannot sign for her, nor register patients at another clinic."""
+    from fhir_server.interactions import update
+
+    patient_env = Env(
+        store,
+        settings,
+        AccessContext("patient-a", "patient", scopes=frozenset({"patient/*.cruds"}), patient=world.ids["PA"]),
+        "http://127.0.0.1/fhir",
+    )
+    clinic_b = _env(store, settings, "b-admin")
+
+    def b_sees() -> set[str]:
+        seen = set()
+        for name in ("PA", "OA", "AA", "CA"):
+            try:
+                read.read(clinic_b, world.types[name], world.ids[name])
+                seen.add(name)
+            except FhirError as error:
+                assert error.status == 404
+        return seen
+
+    assert b_sees() == set()
+    episode = {
+        "resourceType": "EpisodeOfCare",
+        "status": "active",
+        "patient": {"reference": f"Patient/{world.ids['PA']}"},
+        "managingOrganization": {"reference": f"Organization/{CLINIC_B}"},
+        "period": {"start": "2020-01-01"},
+    }
+    registered = create.create(patient_env, "EpisodeOfCare", episode)
+    assert registered.version is not None
+    assert read.read(clinic_b, "EpisodeOfCare", registered.version.id).version is not None  # B sees it
+    assert b_sees() == set()  # registered, no consent yet
+    with pytest.raises(Forbidden):  # B cannot sign on her behalf
+        create.create(clinic_b, "Consent", _sharing_consent(world.ids["PA"], CLINIC_B))
+    with pytest.raises(Forbidden):  # nor register a patient at another clinic
+        create.create(
+            clinic_b, "EpisodeOfCare", {**episode, "managingOrganization": {"reference": f"Organization/{CLINIC_A}"}}
+        )
+    consent = create.create(patient_env, "Consent", _sharing_consent(world.ids["PA"], CLINIC_B))
+    assert consent.version is not None
+    assert b_sees() == {"PA", "CA"}  # the portable profile, not A's clinical records
+    found = search.search(clinic_b, "Coverage", [("_tag", f"{TAG}|{world.tag}")])
+    assert world.names(_found(found)) == {"CA"}
+    revoked = {**_sharing_consent(world.ids["PA"], CLINIC_B, status="inactive"), "id": consent.version.id}
+    update.update(patient_env, "Consent", consent.version.id, revoked)
+    assert b_sees() == set()  # at once
+    expired = _sharing_consent(world.ids["PA"], CLINIC_B, ends="2021-01-01")
+    create.create(patient_env, "Consent", expired)
+    assert b_sees() == set()  # a consent whose period has ended opens nothing

@@ -27,6 +27,8 @@ from tests.integration.helpers import (
 )
 
 EXAMPLE_FILES = sorted(EXAMPLES.glob("*.json"))
+# Types only the server writes (AuditEvent: interactions/auditing.py): creating one answers 405.
+SERVER_ONLY = frozenset({"AuditEvent"})
 # Examples that exercise the XML conversion beyond the first example of their type: narrative with
 # `&quot;` and comments, integral decimals, contained resources, a Bundle of resources, extensions.
 XML_EXTRA = [
@@ -79,6 +81,11 @@ def test_every_official_example_is_created_and_read_back_unchanged(client):
         original = parse(raw)
         assert path.name.startswith(f"{original['resourceType']}-"), path.name
         with_meta += bool(set(original.get("meta", {})) - {"versionId", "lastUpdated"})
+        if original["resourceType"] in SERVER_ONLY:
+            refused = client.post(f"/fhir/{original['resourceType']}", content=raw, headers=FHIR_JSON)
+            if refused.status_code != 405:
+                failures.append(f"{path.name}: POST of a server-only type answered {refused.status_code}")
+            continue
         stored, problem = _create_and_read(client, path, raw, FHIR_JSON)
         if problem is None:
             difference = first_difference(without_server_fields(original), without_server_fields(stored))
@@ -108,14 +115,15 @@ def _canonical_narratives(node: Any) -> Any:
 def _xml_sample() -> list[Path]:
     first: dict[str, Path] = {}
     for path in EXAMPLE_FILES:
-        first.setdefault(path.name.split("-", 1)[0], path)
+        if path.name.split("-", 1)[0] not in SERVER_ONLY:  # their XML is covered by tests/unit/test_xml.py
+            first.setdefault(path.name.split("-", 1)[0], path)
     return sorted(set(first.values()) | {EXAMPLES / name for name in XML_EXTRA})
 
 
 def test_xml_round_trip_for_one_example_of_every_type(client):
     """GET as FHIR XML, POST that XML back as a new resource, and read it as JSON: nothing is lost."""
     sample = _xml_sample()
-    assert len({path.name.split("-", 1)[0] for path in sample}) == 123
+    assert len({path.name.split("-", 1)[0] for path in sample}) == 123 - len(SERVER_ONLY)
     failures = []
     for path in sample:
         original = load_json(path)

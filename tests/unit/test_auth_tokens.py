@@ -52,6 +52,8 @@ def test_contract_claims():
     assert claims["patient"] == "p1" and "clinic" not in claims
     header = json.loads(base64.urlsafe_b64decode(_token().split(".")[0] + "=="))
     assert header["alg"] == "RS256" and header["kid"] == KEY.kid
+    acting = verify_access_token(_token(act={"sub": "admin-1"}), PUBLIC, ISS, ISS)
+    assert acting["act"] == {"sub": "admin-1"}  # RFC 8693 section 4.1: impersonation names the actor
 
 
 @pytest.mark.parametrize(
@@ -61,6 +63,9 @@ def test_contract_claims():
         {"iss": "https://other"},
         {"aud": "https://other"},
         {"nbf": int(time.time()) + 600},
+        {"act": "admin-1"},
+        {"act": {"client_id": "app"}},
+        {"act": {"sub": ""}},
     ],
 )
 def test_refused_claims(overrides):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 
 import fhir_server.store.auth_schema  # noqa: F401  (registers the authorization server tables)
+import fhir_server.store.protection  # noqa: F401  (registers the protection_key table)
 from fhir_server.store.schema import metadata
 
 config = context.config
