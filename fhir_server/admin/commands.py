@@ -5,25 +5,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
+from fhir_server.admin.host import guarded, open_store
 from fhir_server.admin.resources import create_clinic, create_person
 from fhir_server.auth import totp
 from fhir_server.authserver import admin
-from fhir_server.errors import FhirError, Invalid
+from fhir_server.errors import Invalid
 from fhir_server.settings import Settings
 from fhir_server.store.accounts import Accounts
-from fhir_server.store.engine import make_engine
-from fhir_server.store.migrate import upgrade
-from fhir_server.store.repository import Store
-
-
-def _store(settings: Settings) -> Store:
-    engine = make_engine(settings.database_url)
-    upgrade(engine)
-    return Store(engine)
 
 
 def _emit(args: argparse.Namespace, values: dict[str, Any], plain: list[str]) -> int:
@@ -34,20 +25,9 @@ def _emit(args: argparse.Namespace, values: dict[str, Any], plain: list[str]) ->
     return 0
 
 
-def _guarded(handler: Any) -> Any:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return int(handler(args))
-        except FhirError as error:
-            print(f"error: {error.message}", file=sys.stderr)
-            return 2
-
-    return run
-
-
 def clinic_create(args: argparse.Namespace) -> int:
     settings = Settings()
-    clinic_id = create_clinic(_store(settings), settings, args.name)
+    clinic_id = create_clinic(open_store(settings), settings, args.name)
     return _emit(args, {"id": clinic_id, "name": args.name}, [clinic_id])
 
 
@@ -61,7 +41,7 @@ def _password(args: argparse.Namespace) -> str:
 
 def user_create(args: argparse.Namespace) -> int:
     settings = Settings()
-    store = _store(settings)
+    store = open_store(settings)
     password = _password(args)
     fhir_user = args.fhir_user
     if fhir_user is None and (args.given or args.family):
@@ -95,7 +75,7 @@ def user_create(args: argparse.Namespace) -> int:
 
 def client_create(args: argparse.Namespace) -> int:
     settings = Settings()
-    store = _store(settings)
+    store = open_store(settings)
     jwks = json.loads(Path(args.jwks_file).read_text(encoding="utf-8")) if args.jwks_file else None
     asymmetric = jwks is not None or args.jwks_url is not None
     if asymmetric:
@@ -134,7 +114,7 @@ def register(commands: Any) -> None:
     make = clinic.add_parser("create", help="create a clinic (an Organization); prints its id")
     make.add_argument("--name", required=True)
     make.add_argument("--json", action="store_true")
-    make.set_defaults(handler=_guarded(clinic_create))
+    make.set_defaults(handler=guarded(clinic_create))
 
     user = commands.add_parser("user", help="manage accounts").add_subparsers(dest="action", required=True)
     make = user.add_parser("create", help="create an account; prints its id")
@@ -150,7 +130,7 @@ def register(commands: Any) -> None:
     make.add_argument("--family")
     make.add_argument("--totp", action="store_true", help="enrol a TOTP second factor (always for admins)")
     make.add_argument("--json", action="store_true")
-    make.set_defaults(handler=_guarded(user_create))
+    make.set_defaults(handler=guarded(user_create))
 
     client = commands.add_parser("client", help="manage OAuth clients").add_subparsers(dest="action", required=True)
     make = client.add_parser("create", help="register a SMART client; prints its client_id")
@@ -164,4 +144,4 @@ def register(commands: Any) -> None:
     keys.add_argument("--secret", action="store_true")
     make.add_argument("--redirect-uri", action="append")
     make.add_argument("--json", action="store_true")
-    make.set_defaults(handler=_guarded(client_create))
+    make.set_defaults(handler=guarded(client_create))

@@ -22,22 +22,15 @@ import sys
 import time
 from typing import Any
 
-from fhir_server.errors import FhirError, Invalid
+from fhir_server.admin.host import guarded, open_store
+from fhir_server.errors import Invalid
 from fhir_server.interactions import custom_params
 from fhir_server.model.protect import format_key, new_secret
 from fhir_server.search.indexing import index_rows
 from fhir_server.settings import Settings
-from fhir_server.store.engine import make_engine
-from fhir_server.store.migrate import upgrade
-from fhir_server.store.protection import ENCRYPTION, SEARCH_HASH, add_key, protection_for, remove_key, stored_keys
+from fhir_server.store.protection import ENCRYPTION, SEARCH_HASH, add_key, remove_key, stored_keys
 from fhir_server.store.rekey import SYSTEM, Report, reencrypt, usage
 from fhir_server.store.repository import Store
-
-
-def open_store(settings: Settings) -> Store:
-    engine = make_engine(settings.database_url)
-    upgrade(engine)
-    return Store(engine, protection_for(engine, settings))
 
 
 def reencrypt_all(store: Store) -> Report:
@@ -84,17 +77,6 @@ def _report(report: Report) -> dict[str, Any]:
         "reindexed": report.reindexed,
         "old_envelopes": report.old_envelopes,
     }
-
-
-def _guarded(handler: Any) -> Any:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return int(handler(args))
-        except FhirError as error:
-            print(f"error: {error.message}", file=sys.stderr)
-            return 2
-
-    return run
 
 
 def _print(args: argparse.Namespace, value: Any, plain: str) -> int:
@@ -156,21 +138,21 @@ def register(commands: Any) -> None:
     """Add the `keys` command group to the top-level parser."""
     keys = commands.add_parser("keys", help="field encryption keys").add_subparsers(dest="action", required=True)
     found = keys.add_parser("status", help="keys in use, which is current, how many rows use each")
-    found.set_defaults(handler=_guarded(_status))
+    found.set_defaults(handler=guarded(_status))
     made = keys.add_parser("generate", help="print a new kid:base64key for the settings")
     made.add_argument("--kid", default="k" + secrets.token_hex(4))
-    made.set_defaults(handler=_guarded(_generate))
+    made.set_defaults(handler=guarded(_generate))
     rotated = keys.add_parser("rotate", help="new current database key(s), then re-encrypt")
     rotated.add_argument("--hash", action="store_true", help="also a new search-hash key")
     rotated.add_argument("--no-reencrypt", action="store_true")
     rotated.add_argument("--wait", type=float, help="seconds before re-encrypting (default FHIR_KEY_REFRESH_SECONDS)")
-    rotated.set_defaults(handler=_guarded(_rotate))
+    rotated.set_defaults(handler=guarded(_rotate))
     keys.add_parser("reencrypt", help="move every stored value to the current keys").set_defaults(
-        handler=_guarded(_reencrypt)
+        handler=guarded(_reencrypt)
     )
     retired = keys.add_parser("retire", help="delete an old database key no row uses")
     retired.add_argument("kid")
     retired.add_argument("--hash", action="store_true", help="a search-hash key")
-    retired.set_defaults(handler=_guarded(_retire))
+    retired.set_defaults(handler=guarded(_retire))
     for parser in (found, made, rotated, retired, keys.choices["reencrypt"]):
         parser.add_argument("--json", action="store_true")

@@ -42,6 +42,7 @@ and a trailing space (` peter james chalmers `), `exact` None; a long text takes
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -267,6 +268,20 @@ Clause = (
     | CompareClause
     | TextClause
 )
+
+
+def param_clauses(clause: Clause) -> Iterator[ParamClause]:
+    """Every ParamClause in `clause`'s tree: through chains, `_has`, and `_filter`'s and/or/not
+    (what the store resolves before compiling: code sets, protected values)."""
+    if isinstance(clause, ParamClause):
+        yield clause
+    elif isinstance(clause, ChainClause | HasClause):
+        yield from param_clauses(clause.inner)
+    elif isinstance(clause, AnyClause | AllClause):
+        for inner in clause.clauses:
+            yield from param_clauses(inner)
+    elif isinstance(clause, NotClause):
+        yield from param_clauses(clause.clause)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from fhir_server.search.clauses import (
     ProtectedToken,
     Token,
     Value,
+    param_clauses,
 )
 from fhir_server.search.values import OfTypeToken
 
@@ -32,19 +33,12 @@ Hashes = Callable[[str], tuple[str, ...]]
 
 
 def needs_blinding(clauses: Sequence[Clause]) -> bool:
-    return any(_needs(clause) for clause in clauses)
-
-
-def _needs(clause: Clause) -> bool:
-    if isinstance(clause, ParamClause):
-        return any(isinstance(value, ProtectedToken) for value in clause.values)
-    if isinstance(clause, ChainClause | HasClause):
-        return _needs(clause.inner)
-    if isinstance(clause, AnyClause | AllClause):
-        return any(_needs(inner) for inner in clause.clauses)
-    if isinstance(clause, NotClause):
-        return _needs(clause.clause)
-    return False
+    return any(
+        isinstance(value, ProtectedToken)
+        for clause in clauses
+        for found in param_clauses(clause)
+        for value in found.values
+    )
 
 
 def blind_clauses(clauses: Sequence[Clause], hashes: Hashes) -> Sequence[Clause]:

@@ -52,6 +52,7 @@ from fhir_server.search.clauses import (
     Token,
     UriValue,
     Value,
+    param_clauses,
 )
 from fhir_server.search.terminology import Coding, Hierarchy, Unresolvable, hierarchy, references, value_set_codes
 from fhir_server.store.schema import resource, uri_index
@@ -83,37 +84,21 @@ def code_set_condition(table: FromClause, value: Value) -> ColumnElement[bool]:
     return or_(*forms) if forms else false()
 
 
-def _needs(clause: Clause) -> bool:
-    if isinstance(clause, ParamClause):
-        return (
-            clause.param.type == "token"
-            and clause.modifier in CODE_SET_MODIFIERS
-            and any(not isinstance(value, CodeSet) for value in clause.values)
-        )
-    if isinstance(clause, ChainClause | HasClause):
-        return _needs(clause.inner)
-    if isinstance(clause, AnyClause | AllClause):
-        return any(_needs(inner) for inner in clause.clauses)
-    if isinstance(clause, NotClause):
-        return _needs(clause.clause)
-    return False
+def _needs(clause: ParamClause) -> bool:
+    """A token `:in`/`:not-in`/`:above`/`:below` whose codes are not read yet."""
+    return (
+        clause.param.type == "token"
+        and clause.modifier in CODE_SET_MODIFIERS
+        and any(not isinstance(value, CodeSet) for value in clause.values)
+    )
 
 
 def needs_terminology(clauses: Iterable[Clause]) -> bool:
-    return any(_needs(clause) for clause in clauses)
+    return any(True for clause in clauses for _ in _terminology_clauses(clause))
 
 
 def _terminology_clauses(clause: Clause) -> Iterator[ParamClause]:
-    if isinstance(clause, ParamClause):
-        if _needs(clause):
-            yield clause
-    elif isinstance(clause, ChainClause | HasClause):
-        yield from _terminology_clauses(clause.inner)
-    elif isinstance(clause, AnyClause | AllClause):
-        for inner in clause.clauses:
-            yield from _terminology_clauses(inner)
-    elif isinstance(clause, NotClause):
-        yield from _terminology_clauses(clause.clause)
+    return (found for found in param_clauses(clause) if _needs(found))
 
 
 def _fail(message: str, error_code: str, issue_type: str = "invalid") -> Invalid:
