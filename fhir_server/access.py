@@ -34,13 +34,15 @@ class Grant:
     """Rows of `resource_type` ("*": every type) a caller may touch; with `patient`, only those
     in that patient's compartment; with `query`, only those matching that search (a SMART
     granular scope); with `clinic`, only what that clinic owns or contributed; with `types`,
-    only resources of those types (a clinic role's reach)."""
+    only resources of those types (a clinic role's reach); with `registered_names`, also the id
+    and name of the Patients registered at `clinic` (reads and searches before consent)."""
 
     resource_type: str
     patient: str | None = None
     query: tuple[tuple[str, str], ...] = ()
     clinic: str | None = None
     types: frozenset[str] | None = None
+    registered_names: bool = False
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,9 @@ who the caller is (DESIGN.md section 3):
 - a `patient/` scope reaches the launch patient's compartment only (a patient user's `user/`
   scopes reach the same: their own record, across clinics);
 - a clinic member reaches what their clinic owns or contributed (`clinic`), within their role's
-  resource types (`ROLE_TYPES`); a clinic's backend service reaches what its clinic admin does;
+  resource types (`ROLE_TYPES`), and reads the id and name of the patients registered at the
+  clinic (`registered_names`; the whole portable profile once the patient's profile-sharing
+  Consent is in force); a clinic's backend service reaches what its clinic admin does;
 - a platform admin reaches the clinics themselves (Organization), and patient data only by
   impersonation;
 - a granular scope adds its search.
@@ -67,7 +69,7 @@ def visibility(context: AccessContext, letter: str, resource_type: str | None) -
     grants = tuple(
         grant
         for scope in resource_scopes(context)
-        if scope.permits(resource_type, letter) and (grant := _grant(context, scope, resource_type)) is not None
+        if scope.permits(resource_type, letter) and (grant := _grant(context, scope, letter)) is not None
     )
     if not grants:
         what = resource_type or "any resource type"
@@ -81,7 +83,7 @@ def resource_scopes(context: AccessContext) -> list[ResourceScope]:
     return list(parsed_resource_scopes(sorted(context.scopes)))
 
 
-def _grant(context: AccessContext, scope: ResourceScope, resource_type: str | None) -> Grant | None:
+def _grant(context: AccessContext, scope: ResourceScope, letter: str) -> Grant | None:
     kind, query = context.kind, scope.query
     if kind == "patient":  # their own record, whatever the scope's context says
         patient = _patient(context)
@@ -94,11 +96,14 @@ def _grant(context: AccessContext, scope: ResourceScope, resource_type: str | No
     types = role_types(context.role if kind == "clinic-member" else "clinic-admin")
     if types is not None and not types:
         return None
+    # Registered patients' names are read and searched, never written, before consent.
+    names = letter in ("r", "s")
     if scope.context == "patient":  # a clinician's app launched for one patient
         if context.patient is None:
             return None
-        return Grant(scope.resource_type, patient=context.patient, query=query, clinic=clinic, types=types)
-    return Grant(scope.resource_type, query=query, clinic=clinic, types=types)
+        patient = context.patient
+        return Grant(scope.resource_type, patient, query, clinic, types, registered_names=names)
+    return Grant(scope.resource_type, query=query, clinic=clinic, types=types, registered_names=names)
 
 
 def role_types(role: str | None) -> frozenset[str] | None:

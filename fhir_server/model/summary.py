@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from fhir_server.errors import Invalid, Issue
 from fhir_server.model.definitions import mandatory_elements, summary_elements
 
@@ -70,3 +72,13 @@ def _mark_subsetted(resource: dict[str, Any]) -> None:
     tags = [tag for tag in meta.get("tag", []) if tag.get("code") != "SUBSETTED"]
     meta["tag"] = [*tags, SUBSETTED]
     resource["meta"] = meta
+
+
+def name_only(content: bytes) -> bytes:
+    """A Patient as a clinic sees it before the patient's profile-sharing Consent (DESIGN.md
+    section 3): its id and name, marked SUBSETTED; everything else, narrative included, left out."""
+    patient = orjson.loads(content)
+    meta = {key: value for key, value in (patient.get("meta") or {}).items() if key in ("versionId", "lastUpdated")}
+    shown = {key: patient[key] for key in ("resourceType", "id", "name") if key in patient}
+    shown["meta"] = {**meta, "tag": [SUBSETTED]}
+    return orjson.dumps(shown)

@@ -42,7 +42,7 @@ and a trailing space (` peter james chalmers `), `exact` None; a long text takes
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -282,6 +282,34 @@ def param_clauses(clause: Clause) -> Iterator[ParamClause]:
             yield from param_clauses(inner)
     elif isinstance(clause, NotClause):
         yield from param_clauses(clause.clause)
+
+
+def searched_params(clauses: Iterable[Clause], sort: Iterable[SortKey] = ()) -> frozenset[str]:
+    """The search parameters `clauses` and `sort` examine on the resource they are about (not
+    on the resources their chains and `_has` reach): what decides whether a subset view of a
+    resource may be matched (DESIGN.md section 3: hidden fields are neither searchable nor sortable)."""
+    found: set[str] = set()
+    pending = list(clauses)
+    while pending:
+        clause = pending.pop()
+        if isinstance(clause, IdClause):
+            found.add("_id")
+        elif isinstance(clause, LastUpdatedClause):
+            found.add("_lastUpdated")
+        elif isinstance(clause, TokenClause):
+            found.add(clause.param)
+        elif isinstance(clause, TextClause):
+            found.add(clause.code)
+        elif isinstance(clause, HasClause):
+            found.add("_has")
+        elif isinstance(clause, ParamClause | ChainClause | CompareClause):
+            found.add(clause.param.code)
+        elif isinstance(clause, AnyClause | AllClause):
+            pending.extend(clause.clauses)
+        else:
+            pending.append(clause.clause)
+    found.update(key.param.code if key.param is not None else key.special or "" for key in sort)
+    return frozenset(found)
 
 
 @dataclass(frozen=True)

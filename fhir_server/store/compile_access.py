@@ -28,8 +28,16 @@ from fhir_server.search.registry import compartment_members, compartment_params,
 from fhir_server.store.compiler import clause_predicate
 from fhir_server.store.schema import reference_index, registration, resource, sharing_consent
 
+# What a clinic may search a name-only Patient by (its id and name; `_has` examines the clinic's
+# own records pointing at the Patient, not the Patient's fields).
+NAME_ONLY_SEARCHABLE = frozenset({"_id", "name", "family", "given", "phonetic", "_has"})
 
-def visible_predicate(visibility: Visibility, row: FromClause) -> ColumnElement[bool]:
+
+def visible_predicate(
+    visibility: Visibility, row: FromClause, searched: frozenset[str] | None = None
+) -> ColumnElement[bool]:
+    """Whether the caller may see `row`. `searched`: the parameters the query examines on it
+    (compiler.Visible); a name-only view is reachable only when they are all id and name ones."""
     if visibility.unrestricted:
         return true()
     if not visibility.grants:
@@ -37,8 +45,32 @@ def visible_predicate(visibility: Visibility, row: FromClause) -> ColumnElement[
     if "owner_clinic" not in row.c:  # a resource_version row: judged by its resource's current row
         current = resource.alias()
         same = [current.c.resource_type == row.c.resource_type, current.c.id == row.c.id]
-        return select(literal_column("1")).where(*same, visible_predicate(visibility, current)).exists()
-    return or_(*(_grant(grant, row) for grant in visibility.grants))
+        return select(literal_column("1")).where(*same, visible_predicate(visibility, current, searched)).exists()
+    full = [_grant(grant, row) for grant in visibility.grants]
+    if searched is None or not searched <= NAME_ONLY_SEARCHABLE:
+        return or_(*full)
+    return or_(*full, *(_name_only(grant, row) for grant in visibility.grants if offers_name_only(grant)))
+
+
+def full_view_predicate(visibility: Visibility, row: FromClause) -> ColumnElement[bool]:
+    """Whether the caller sees `row` in full (not only as a name-only Patient)."""
+    return visible_predicate(visibility, row, None)
+
+
+def offers_name_only(grant: Grant) -> bool:
+    """A clinic's grant reaching Patients, without a granular search (whose criteria could
+    examine hidden fields), shows its registered patients by name (DESIGN.md section 3)."""
+    reaches_patients = grant.resource_type in ("*", "Patient") and (grant.types is None or "Patient" in grant.types)
+    return grant.registered_names and grant.clinic is not None and reaches_patients and not grant.query
+
+
+def _name_only(grant: Grant, row: FromClause) -> ColumnElement[bool]:
+    """A Patient registered at the grant's clinic (registration in force), whatever its consent:
+    before consent the clinic sees its id and name (the store shows only those)."""
+    conditions = [row.c.resource_type == "Patient", _in_force(registration, row.c.id, grant.clinic or "")]
+    if grant.patient is not None:
+        conditions.append(row.c.id == grant.patient)
+    return and_(*conditions)
 
 
 def _grant(grant: Grant, row: FromClause) -> ColumnElement[bool]:
@@ -64,22 +96,23 @@ def _grant(grant: Grant, row: FromClause) -> ColumnElement[bool]:
 def _shared_with(patient: Any, clinic: str) -> ColumnElement[bool]:
     """The patient is registered at the clinic and has an active profile-sharing consent for it,
     both in force now (DESIGN.md section 3: registered + active consent)."""
+    return and_(_in_force(registration, patient, clinic), _in_force(sharing_consent, patient, clinic))
+
+
+def _in_force(table: Any, patient: Any, clinic: str) -> ColumnElement[bool]:
+    """A registration or sharing-consent fact of the patient for the clinic, active and in its period now."""
     now = datetime.now(UTC).replace(tzinfo=None)
-
-    def in_force(table: Any) -> ColumnElement[bool]:
-        return (
-            select(literal_column("1"))
-            .where(
-                table.c.patient_id == patient,
-                table.c.clinic_id == clinic,
-                table.c.active == true(),
-                or_(table.c.starts.is_(None), table.c.starts <= now),
-                or_(table.c.ends.is_(None), table.c.ends > now),
-            )
-            .exists()
+    return (
+        select(literal_column("1"))
+        .where(
+            table.c.patient_id == patient,
+            table.c.clinic_id == clinic,
+            table.c.active == true(),
+            or_(table.c.starts.is_(None), table.c.starts <= now),
+            or_(table.c.ends.is_(None), table.c.ends > now),
         )
-
-    return and_(in_force(registration), in_force(sharing_consent))
+        .exists()
+    )
 
 
 def _in_compartment(row: FromClause, patient: str, resource_type: str) -> ColumnElement[bool]:

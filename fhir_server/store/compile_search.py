@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import Select, and_, false, func, literal_column, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
-from fhir_server.search.clauses import Clause, SortKey
+from fhir_server.search.clauses import Clause, SortKey, searched_params
 from fhir_server.store.compile_sort import (
     after_predicate,
     before_predicate,
@@ -31,10 +31,15 @@ from fhir_server.store.schema import reference_index, resource
 
 
 def _filter(
-    resource_type: str | None, types: Sequence[str], clauses: Sequence[Clause], visible: Visible
+    resource_type: str | None,
+    types: Sequence[str],
+    clauses: Sequence[Clause],
+    visible: Visible,
+    sort: Sequence[SortKey] = (),
 ) -> list[ColumnElement[bool]]:
     subject = subject_of(resource_type)
-    conditions: list[ColumnElement[bool]] = [resource.c.deleted == false(), visible(resource)]
+    searched = searched_params(clauses, sort)
+    conditions: list[ColumnElement[bool]] = [resource.c.deleted == false(), visible(resource, searched)]
     if resource_type is not None:
         conditions.append(resource.c.resource_type == resource_type)
     elif types:
@@ -59,7 +64,7 @@ def page_statement(
     ("valued" or "unvalued"): only those matches, read in the order of the first sort key's
     index rows (compile_sort.driven_matches; PostgreSQL's planner can stop early on it)."""
     subject = subject_of(resource_type)
-    conditions = _filter(resource_type, types, clauses, visible)
+    conditions = _filter(resource_type, types, clauses, visible, sort)
     matches: Any
     if segment is not None and resource_type is not None:
         matches = driven_matches(resource_type, sort, conditions, subject, valued=segment == "valued")
@@ -158,7 +163,7 @@ def _linked_statement(
     if params is not None:
         conditions.append(link.c.param.in_(params))
     linked = select(found[1]).where(*conditions).exists()
-    statement = select(resource).where(resource.c.deleted == false(), visible(resource), linked)
+    statement = select(resource).where(resource.c.deleted == false(), visible(resource, frozenset()), linked)
     if wanted_type is not None:
         statement = statement.where(resource.c.resource_type == wanted_type)
     return statement.order_by(resource.c.resource_type, resource.c.id)

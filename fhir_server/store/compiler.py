@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import and_, false, literal_column, not_, or_, select, true
 from sqlalchemy.sql.elements import ColumnElement
@@ -50,6 +50,7 @@ from fhir_server.search.clauses import (
     TextClause,
     TokenClause,
     Value,
+    searched_params,
 )
 from fhir_server.search.params import identifier_param, of_type_code, of_type_param
 from fhir_server.search.values import OfTypeToken
@@ -74,8 +75,14 @@ from fhir_server.store.compile_values import (
 )
 from fhir_server.store.schema import INDEX_TABLES, reference_index, resource, string_index, token_index
 
-Visible = Callable[[FromClause], ColumnElement[bool]]
-"""The caller's visibility as a predicate on a `resource` table or alias."""
+
+class Visible(Protocol):
+    """The caller's visibility as a predicate on a `resource` table or alias. `searched`: the
+    search parameters the query examines on that row (search.clauses.searched_params; empty when
+    the row is reached by id or by a reference), which decides whether a subset view of it may
+    be matched; None when unknown, which allows full views only."""
+
+    def __call__(self, row: FromClause, searched: frozenset[str] | None = None) -> ColumnElement[bool]: ...
 
 
 @dataclass(frozen=True)
@@ -230,10 +237,12 @@ def _of_type(subject: Subject, clause: ParamClause) -> ColumnElement[bool]:
     return _exists(table, subject, of_type_param(clause.param.code), _any(clause.values, condition))
 
 
-def _reachable(row: FromClause, visible: Visible | None) -> ColumnElement[bool]:
+def _reachable(row: FromClause, visible: Visible | None, inner: Clause) -> ColumnElement[bool]:
+    """The resource on the other end is current and visible to the caller for what `inner`
+    examines on it."""
     conditions = [row.c.deleted == false()]
     if visible is not None:
-        conditions.append(visible(row))
+        conditions.append(visible(row, searched_params([inner])))
     return and_(*conditions)
 
 
@@ -254,7 +263,7 @@ def _chain(subject: Subject, clause: ChainClause, visible: Visible | None) -> Co
             link.c.resource_type == subject.type,
             link.c.resource_id == subject.id,
             link.c.param == clause.param.code,
-            _reachable(target, visible),
+            _reachable(target, visible, clause.inner),
             inner,
         )
         .exists()
@@ -276,7 +285,7 @@ def _has(subject: Subject, clause: HasClause, visible: Visible | None) -> Column
             link.c.target_id == subject.id,
             link.c.resource_type == clause.source_type,
             link.c.param == clause.param.code,
-            _reachable(source, visible),
+            _reachable(source, visible, clause.inner),
             inner,
         )
         .exists()

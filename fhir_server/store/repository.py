@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -20,9 +20,10 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from fhir_server.access import Visibility
 from fhir_server.errors import Conflict, Forbidden
-from fhir_server.search.clauses import Clause, IndexRow, SortKey
+from fhir_server.model.summary import name_only
+from fhir_server.search.clauses import Clause, IndexRow, SortKey, searched_params
 from fhir_server.store import jobs
-from fhir_server.store.compile_access import visible_predicate
+from fhir_server.store.compile_access import full_view_predicate, offers_name_only, visible_predicate
 from fhir_server.store.compile_protected import blind_clauses
 from fhir_server.store.compile_search import (
     count_statement,
@@ -145,6 +146,10 @@ class UnitOfWork:
         # pipelines those): a transaction Bundle of 200 creates costs 3 statements, not 600.
         self._pending: dict[Any, list[dict[str, Any]]] = {}
         self._terminology: Terminology | None = None
+        self._offers_names = any(offers_name_only(grant) for grant in visibility.grants)
+        # Patients shown by name only in this unit of work: `_include` does not follow their
+        # references (hidden fields), whichever step of a search reads them.
+        self._name_only_patients: set[str] = set()
 
     def _queue(self, statement: Any, rows: list[dict[str, Any]]) -> None:
         self._pending.setdefault(statement, []).extend(rows)
@@ -172,16 +177,41 @@ class UnitOfWork:
         if self.lock:
             self._run(_ADVISORY_LOCK, {"key": key})
 
-    def _narrow(self, statement: Any, row: Any = resource) -> Any:
+    def _narrow(self, statement: Any, row: Any = resource, searched: frozenset[str] | None = None) -> Any:
         """`statement` over `row` (the resource or resource_version table) restricted to what
-        the caller may see (access.py, compile_access.py). Search statements carry the same
-        predicate inside, on every row they reach (`_visible`)."""
-        return statement if self.visibility.unrestricted else statement.where(self._visible(row))
+        the caller may see (access.py, compile_access.py); `searched` as in `_visible`. Search
+        statements carry the same predicate inside, on every row they reach (`_visible`)."""
+        return statement if self.visibility.unrestricted else statement.where(self._visible(row, searched))
 
-    def _visible(self, row: Any) -> ColumnElement[bool]:
+    def _visible(self, row: Any, searched: frozenset[str] | None = None) -> ColumnElement[bool]:
         """The caller's visibility as a predicate on one `resource` table or alias: what
-        searches, chains, `_has` and includes apply to every resource they reach."""
-        return visible_predicate(self.visibility, row)
+        searches, chains, `_has` and includes apply to every resource they reach. `searched`:
+        the parameters examined on that row (compiler.Visible); empty for a read by id."""
+        return visible_predicate(self.visibility, row, searched)
+
+    def _shown(self, versions: list[Any]) -> list[Any]:
+        """`versions` as the caller may see them: a Patient the caller sees only by name (a
+        clinic before the patient's profile-sharing Consent; compile_access.offers_name_only)
+        keeps its id and name, marked SUBSETTED. Which ones are seen in full is asked of the
+        database, by the same policy."""
+        if not self._offers_names:
+            return versions
+        patients = {v.id for v in versions if v.resource_type == "Patient" and v.content is not None}
+        if not patients:
+            return versions
+        query = select(resource.c.id).where(
+            resource.c.resource_type == "Patient",
+            resource.c.id.in_(sorted(patients)),
+            full_view_predicate(self.visibility, resource),
+        )
+        full = {row.id for row in self._run(query)}
+        shown = []
+        for version in versions:
+            if version.resource_type == "Patient" and version.content is not None and version.id not in full:
+                self._name_only_patients.add(version.id)
+                version = replace(version, content=name_only(version.content))
+            shown.append(version)
+        return shown
 
     def is_visible(self, resource_type: str, resource_id: str) -> bool:
         """Whether the caller may see this current resource now (a write checks its result:
@@ -202,16 +232,16 @@ class UnitOfWork:
         return self._terminology.resolve(clauses)
 
     def current(self, resource_type: str, resource_id: str, for_update: bool = False) -> StoredVersion | None:
-        query = self._narrow(_SELECT_CURRENT)
+        query = self._narrow(_SELECT_CURRENT, searched=frozenset())
         if for_update and self.lock:
             query = query.with_for_update()
         row = self._run(query, {"key_type": resource_type, "key_id": resource_id}).first()
-        return self._version(row) if row else None
+        return self._shown([self._version(row)])[0] if row else None
 
     def version(self, resource_type: str, resource_id: str, version_id: int) -> StoredVersion | None:
         key = {"key_type": resource_type, "key_id": resource_id, "key_version": version_id}
-        row = self._run(self._narrow(_SELECT_VERSION, resource_version), key).first()
-        return self._version(row) if row else None
+        row = self._run(self._narrow(_SELECT_VERSION, resource_version, frozenset()), key).first()
+        return self._shown([self._version(row)])[0] if row else None
 
     def create(self, stored: StoredVersion) -> None:
         if not self.visibility.unrestricted and not self.visibility.grants:
@@ -274,7 +304,8 @@ class UnitOfWork:
             .order_by(resource.c.last_updated.desc(), resource.c.id)
             .limit(limit)
         )
-        return [self._version(row) for row in self._run(self._narrow(query))]
+        narrowed = self._narrow(query, searched=searched_params(clauses))
+        return self._shown([self._version(row) for row in self._run(narrowed)])
 
     def search(
         self,
@@ -330,7 +361,7 @@ class UnitOfWork:
                     found.append(Found(**{**version.__dict__, "keyset": keyset}))
                 after = keyset
             if len(rows) < wanted or len(found) >= limit:
-                return found
+                return self._shown(found)
 
     def count(self, resource_type: str | None, clauses: Sequence[Clause], types: tuple[str, ...] = ()) -> int:
         """How many current, visible resources `search` would find on all pages together."""
@@ -354,8 +385,12 @@ class UnitOfWork:
     ) -> list[StoredVersion]:
         """`_include` step: the current, visible resources that the (type, id) `sources` refer to
         through the reference parameters `params` (None for `*`: any), optionally of one type."""
-        statement = referenced_statement(list(sources), params, target_type, self._visible)
-        return [self._version(row) for row in self._run(statement)]
+        sources = [(kind, identifier) for kind, identifier in sources if not self._hides_fields_of(kind, identifier)]
+        statement = referenced_statement(sources, params, target_type, self._visible)
+        return self._shown([self._version(row) for row in self._run(statement)])
+
+    def _hides_fields_of(self, resource_type: str, resource_id: str) -> bool:
+        return resource_type == "Patient" and resource_id in self._name_only_patients
 
     def referencing(
         self,
@@ -368,11 +403,11 @@ class UnitOfWork:
         those in `exclude`) that refer to one of the (type, id) `targets` through `params` (None
         for `*`: any)."""
         statement = referencing_statement(list(targets), source_type, params, self._visible, exclude)
-        return [self._version(row) for row in self._run(statement)]
+        return self._shown([self._version(row) for row in self._run(statement)])
 
     def history(self, query: HistoryQuery) -> list[StoredVersion]:
         table = resource_version
-        conditions: list[ColumnElement[bool]] = [self._visible(table)]
+        conditions: list[ColumnElement[bool]] = [self._visible(table, frozenset())]
         if query.resource_type:
             conditions.append(table.c.resource_type == query.resource_type)
         if query.id:
@@ -395,7 +430,7 @@ class UnitOfWork:
             )
             .limit(query.limit)
         )
-        return [self._version(row) for row in self._run(statement)]
+        return self._shown([self._version(row) for row in self._run(statement)])
 
     # --- custom search parameters and background jobs (interactions/custom_params.py, reindex.py)
 
@@ -451,6 +486,36 @@ class UnitOfWork:
 
     def finished_job_payloads(self, kind: str) -> list[dict[str, Any]]:
         return jobs.finished_payloads(self.connection, kind)
+
+    _BULK_INSERTS: dict[tuple[str, tuple[str, ...]], str] = {}  # flush_bulk's statements, by table and columns
+
+    def flush_bulk(self) -> None:
+        """`flush` in one round trip on PostgreSQL: each table's queued rows as one
+        `INSERT ... SELECT FROM unnest(<one array per column>)`, all of them pipelined, instead of
+        a statement per row (the audit writer's group commits: ~20 index rows per AuditEvent).
+        Same transaction, same rows as `flush`; SQLite's executemany is already cheap."""
+        if not is_postgres(self.connection.engine):
+            self.flush()
+            return
+        import psycopg
+        from sqlalchemy.dialects import postgresql
+
+        pending, self._pending = self._pending, {}
+        try:
+            driver = self.connection.connection.driver_connection
+            with driver.cursor() as cursor, driver.pipeline():
+                for statement, rows in pending.items():
+                    table = statement.table
+                    names = tuple(dict.fromkeys(name for row in rows for name in row))
+                    sql = self._BULK_INSERTS.get((table.name, names))
+                    if sql is None:
+                        types = [table.c[name].type.compile(dialect=postgresql.dialect()) for name in names]
+                        arrays = ", ".join(f"%b::{kind}[]" for kind in types)
+                        sql = f"INSERT INTO {table.name} ({', '.join(names)}) SELECT * FROM unnest({arrays})"
+                        self._BULK_INSERTS[(table.name, names)] = sql
+                    cursor.execute(sql, [[row.get(name) for row in rows] for name in names])
+        except psycopg.IntegrityError:
+            raise Conflict("A resource was written concurrently", "write-conflict") from None
 
 
 def _current_during(period: tuple[datetime, datetime]) -> list[ColumnElement[bool]]:

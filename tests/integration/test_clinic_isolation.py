@@ -345,7 +345,7 @@ def test_registration_and_profile_sharing_consent_open_the_portable_profile_only
     registered = create.create(patient_env, "EpisodeOfCare", episode)
     assert registered.version is not None
     assert read.read(clinic_b, "EpisodeOfCare", registered.version.id).version is not None  # B sees it
-    assert b_sees() == set()  # registered, no consent yet
+    assert b_sees() == {"PA"}  # registered, no consent yet: her name only (the name-only view)
     with pytest.raises(Forbidden):  # B cannot sign on her behalf
         create.create(clinic_b, "Consent", _sharing_consent(world.ids["PA"], CLINIC_B))
     with pytest.raises(Forbidden):  # nor register a patient at another clinic
@@ -359,7 +359,7 @@ def test_registration_and_profile_sharing_consent_open_the_portable_profile_only
     assert world.names(_found(found)) == {"CA"}
     revoked = {**_sharing_consent(world.ids["PA"], CLINIC_B, status="inactive"), "id": consent.version.id}
     update.update(patient_env, "Consent", consent.version.id, revoked)
-    assert b_sees() == set()  # at once
+    assert b_sees() == {"PA"}  # at once: back to her name only
     expired = _sharing_consent(world.ids["PA"], CLINIC_B, ends="2021-01-01")
     create.create(patient_env, "Consent", expired)
-    assert b_sees() == set()  # a consent whose period has ended opens nothing
+    assert b_sees() == {"PA"}  # a consent whose period has ended opens nothing more

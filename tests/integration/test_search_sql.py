@@ -358,7 +358,7 @@ def test_chain_and_has_apply_visibility_to_the_resource_on_the_other_end(store):
     chain = ChainClause(subject, (k.Pat,), ParamClause(name, (StringValue("an"),)))
     has = HasClause(k.Obs, subject, ParamClause(code, (Token(LOINC, "1", True),)))
 
-    def visible(row):  # type: ignore[no-untyped-def]
+    def visible(row, searched=None):  # type: ignore[no-untyped-def]
         return row.c.id.not_in(["p1", "o1"])
 
     with store.engine.connect() as connection:
