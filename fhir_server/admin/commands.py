@@ -1,5 +1,6 @@
-"""`fhir-server clinic create`, `user create` and `client create`: administration on the server
-host (issue 4, "Command line and demo"); each prints plain text, or JSON with `--json`."""
+"""`fhir-server clinic create`, `user create`, `client create` and `proxy link|list`:
+administration on the server host (issue 4, "Command line and demo"); each prints plain text,
+or JSON with `--json`."""
 
 from __future__ import annotations
 
@@ -8,13 +9,18 @@ import json
 from pathlib import Path
 from typing import Any
 
+from fhir_server.access import Visibility
 from fhir_server.admin.host import guarded, open_store
 from fhir_server.admin.resources import create_clinic, create_person
 from fhir_server.auth import totp
 from fhir_server.authserver import admin
-from fhir_server.errors import Invalid
+from fhir_server.errors import Conflict, Invalid, NotFound
+from fhir_server.interactions.read import read_in
+from fhir_server.model.json import parse
+from fhir_server.search.normalize import split_reference
 from fhir_server.settings import Settings
-from fhir_server.store.accounts import Accounts
+from fhir_server.store.accounts import Account, Accounts
+from fhir_server.store.repository import Store
 
 
 def _emit(args: argparse.Namespace, values: dict[str, Any], plain: list[str]) -> int:
@@ -108,8 +114,76 @@ def client_create(args: argparse.Namespace) -> int:
     return _emit(args, values, plain)
 
 
+def _account(accounts: Accounts, given: str) -> Account:
+    """An account by id, or by email (anything with an `@`)."""
+    found = accounts.by_email(given) if "@" in given else accounts.by_id(given) or accounts.by_email(given)
+    if found is None:
+        raise NotFound(f"no account {given}", "account-not-found")
+    return found
+
+
+def _check_dependent(store: Store, account: Account, patient: str, related_person: str | None) -> None:
+    """The Patient exists; the RelatedPerson, if given, exists and is about that Patient."""
+    if account.kind != "patient":
+        raise Invalid(f"account {account.email} is a {account.kind} account, not a patient's", "proxy-invalid")
+    if account.fhir_user == f"Patient/{patient}":
+        raise Invalid(f"Patient/{patient} is the account's own record", "proxy-invalid")
+    with store.unit_of_work(Visibility(unrestricted=True), read_only=True) as uow:
+        read_in(uow, "Patient", patient)  # unknown: 404, deleted: 410
+        if related_person is None:
+            return
+        content = read_in(uow, "RelatedPerson", related_person).content
+    reference = str((parse(content or b"{}").get("patient") or {}).get("reference") or "")
+    about = split_reference(reference)
+    if about is None or about[:2] != ("Patient", patient):
+        raise Invalid(f"RelatedPerson/{related_person} is not about Patient/{patient}", "proxy-invalid")
+
+
+def proxy_link(args: argparse.Namespace) -> int:
+    """Lets a family member's account act for a dependent (DESIGN.md section 3, proxies): the
+    SMART patient picker then offers the dependent (authserver/people.py)."""
+    store = open_store(Settings())
+    accounts = Accounts(store.engine)
+    account = _account(accounts, args.account)
+    _check_dependent(store, account, args.patient, args.related_person)
+    if args.patient in accounts.dependents(account.id):
+        raise Conflict(f"{account.email} already acts for Patient/{args.patient}", "proxy-exists")
+    accounts.add_proxy(account.id, args.patient, args.related_person)
+    values = {
+        "account": account.id,
+        "email": account.email,
+        "patient": args.patient,
+        "relatedPerson": args.related_person,
+    }
+    return _emit(args, values, [f"{account.email} acts for Patient/{args.patient}"])
+
+
+def proxy_list(args: argparse.Namespace) -> int:
+    store = open_store(Settings())
+    accounts = Accounts(store.engine)
+    account = _account(accounts, args.account)
+    dependents = accounts.dependents(account.id)
+    values = {"account": account.id, "email": account.email, "patients": dependents}
+    return _emit(args, values, [f"Patient/{patient}" for patient in dependents])
+
+
+def _register_proxy(commands: Any) -> None:
+    proxy = commands.add_parser("proxy", help="family members acting for dependents")
+    actions = proxy.add_subparsers(dest="action", required=True)
+    link = actions.add_parser("link", help="let an account act for a dependent Patient")
+    link.add_argument("--account", required=True, help="the family member's account id or email")
+    link.add_argument("--patient", required=True, help="the dependent's Patient id")
+    link.add_argument("--related-person", help="the RelatedPerson id saying how they are related")
+    link.add_argument("--json", action="store_true")
+    link.set_defaults(handler=guarded(proxy_link))
+    listing = actions.add_parser("list", help="the dependents an account acts for")
+    listing.add_argument("--account", required=True, help="account id or email")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(handler=guarded(proxy_list))
+
+
 def register(commands: Any) -> None:
-    """Add the `clinic`, `user` and `client` command groups to the top-level parser."""
+    """Add the `clinic`, `user`, `client` and `proxy` command groups to the top-level parser."""
     clinic = commands.add_parser("clinic", help="manage clinics").add_subparsers(dest="action", required=True)
     make = clinic.add_parser("create", help="create a clinic (an Organization); prints its id")
     make.add_argument("--name", required=True)
@@ -145,3 +219,5 @@ def register(commands: Any) -> None:
     make.add_argument("--redirect-uri", action="append")
     make.add_argument("--json", action="store_true")
     make.set_defaults(handler=guarded(client_create))
+
+    _register_proxy(commands)

@@ -1,5 +1,5 @@
 """Imports every operation module, so that each registers itself (ops/registry.py)."""
 
-from fhir_server.ops import reindex_status, validate
+from fhir_server.ops import everything, reindex_status, validate
 
-__all__ = ["reindex_status", "validate"]
+__all__ = ["everything", "reindex_status", "validate"]

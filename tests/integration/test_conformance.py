@@ -28,7 +28,7 @@ def test_served_statement_is_valid_r4_and_says_what_is_implemented(client):
     assert {"name", "birthdate", "identifier", "_id", "_lastUpdated", "_tag"} <= set(params)
     assert ":exact" in params["name"]["documentation"]
     assert "Observation:patient" in patient["searchRevInclude"]
-    assert [op["name"] for op in patient["operation"]] == ["validate"]
+    assert [op["name"] for op in patient["operation"]] == ["everything", "validate"]
     assert len(rest["resource"]) == 146
 
 
