@@ -1,4 +1,4 @@
-"""`fhir-server clinic create`, `user create`, `client create` and `proxy link|list`:
+"""`fhir-server clinic create`, `user create`, `client create` and `proxy link|list|unlink`:
 administration on the server host (issue 4, "Command line and demo"); each prints plain text,
 or JSON with `--json`."""
 
@@ -167,6 +167,17 @@ def proxy_list(args: argparse.Namespace) -> int:
     return _emit(args, values, [f"Patient/{patient}" for patient in dependents])
 
 
+def proxy_unlink(args: argparse.Namespace) -> int:
+    """Ends a family member's authority to act for a dependent: the picker no longer offers the
+    dependent, and refresh tokens issued for that dependent stop working (authserver/token.py)."""
+    accounts = Accounts(open_store(Settings()).engine)
+    account = _account(accounts, args.account)
+    if not accounts.remove_proxy(account.id, args.patient):
+        raise NotFound(f"{account.email} does not act for Patient/{args.patient}", "proxy-not-found")
+    values = {"account": account.id, "email": account.email, "patient": args.patient}
+    return _emit(args, values, [f"{account.email} no longer acts for Patient/{args.patient}"])
+
+
 def _register_proxy(commands: Any) -> None:
     proxy = commands.add_parser("proxy", help="family members acting for dependents")
     actions = proxy.add_subparsers(dest="action", required=True)
@@ -180,6 +191,11 @@ def _register_proxy(commands: Any) -> None:
     listing.add_argument("--account", required=True, help="account id or email")
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(handler=guarded(proxy_list))
+    unlink = actions.add_parser("unlink", help="end an account's authority to act for a dependent")
+    unlink.add_argument("--account", required=True, help="the family member's account id or email")
+    unlink.add_argument("--patient", required=True, help="the dependent's Patient id")
+    unlink.add_argument("--json", action="store_true")
+    unlink.set_defaults(handler=guarded(proxy_unlink))
 
 
 def register(commands: Any) -> None:

@@ -94,10 +94,29 @@ def _refresh(env: AuthEnv, client: Client, form: dict[str, str]) -> dict[str, An
     if spent.expired:
         raise _invalid_grant("The refresh token has expired")
     original = Grant.from_payload(spent.payload)
+    if not _still_authorised(env, original):
+        env.grants.revoke_family(spent.family)
+        raise _invalid_grant("The user's authority behind this refresh token has ended")
     requested = scope_syntax.split(form.get("scope"))
     if not requested:
         return token_response(env, original)
     return token_response(env, original.narrowed(tuple(requested)), refresh_grant=original)
+
+
+def _still_authorised(env: AuthEnv, grant: Grant) -> bool:
+    """Whether the person behind a refresh token may still act as it says: the account exists,
+    a proxy still acts for the dependent chosen at launch (`proxy unlink` ends it), a clinic
+    member still holds that role in that clinic. Checked at every refresh, so that a withdrawn
+    authority outlives it by one access token's lifetime at most."""
+    if grant.kind not in ("patient", "clinic-member") or grant.actor is not None:
+        return True  # backend services authenticate afresh; impersonation has no refresh token
+    account = env.accounts.by_id(grant.subject)
+    if account is None:
+        return False
+    if grant.kind == "clinic-member":
+        return any(m.clinic_id == grant.clinic and m.role == grant.role for m in env.accounts.memberships(account.id))
+    own = (account.fhir_user or "").removeprefix("Patient/")
+    return grant.patient in (None, own) or grant.patient in env.accounts.dependents(account.id)
 
 
 def _client_credentials(env: AuthEnv, client: Client, form: dict[str, str]) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
@@ -135,6 +135,14 @@ class Accounts:
                     account_id=account_id, patient_id=patient_id, related_person_id=related_person_id
                 )
             )
+
+    def remove_proxy(self, account_id: str, patient_id: str) -> bool:
+        """Ends an account's authority to act for a dependent; False when it had none."""
+        with self.engine.begin() as connection:
+            removed = connection.execute(
+                delete(proxy_link).where(proxy_link.c.account_id == account_id, proxy_link.c.patient_id == patient_id)
+            )
+        return bool(removed.rowcount)
 
     def by_email(self, email: str) -> Account | None:
         with self.engine.connect() as connection:

@@ -172,3 +172,47 @@ def test_proxy_link_refuses_what_does_not_hold_together(cli: Any, refused: Any, 
     cli("proxy", "link", "--account", family["account"], "--patient", family["child"])
     assert "already" in refused("proxy", "link", "--account", family["email"], "--patient", family["child"])
     assert cli("proxy", "list", "--account", family["email"])["patients"] == [family["child"]]
+
+
+def test_proxy_unlink_ends_the_picker_choice_and_the_refresh_tokens_for_the_dependent(
+    cli: Any, refused: Any, client: TestClient, guarded: TestClient, store: Any
+) -> None:
+    family = _family(cli, client)
+    cli("proxy", "link", "--account", family["email"], "--patient", family["child"])
+    client_id = public_client(store)
+
+    def launch(patient: str) -> dict[str, Any]:
+        verifier, challenge = pkce()
+        browser = Browser(guarded)
+        browser.open(
+            "/auth/authorize", authorize_params(client_id, "launch/patient offline_access patient/*.rs", challenge)
+        )
+        browser.submit({"email": family["email"], "password": PASSWORD})
+        if browser.step() == "patient":
+            browser.submit({"patient": patient})
+        browser.submit(button=("decision", "approve"))
+        return dict(exchange(guarded, client_id, browser.redirect_params()["code"], verifier).json())
+
+    def refresh(token: dict[str, Any]) -> Any:
+        form = {"grant_type": "refresh_token", "refresh_token": token["refresh_token"], "client_id": client_id}
+        return guarded.post("/auth/token", data=form)
+
+    for_child, for_self = launch(family["child"]), launch(family["own"])
+    assert for_child["patient"] == family["child"] and for_self["patient"] == family["own"]
+    for_child = refresh(for_child).json()  # while linked, refreshing works
+    assert for_child["patient"] == family["child"]
+
+    unlinked = cli("proxy", "unlink", "--account", family["email"], "--patient", family["child"])
+    assert unlinked == {"account": family["account"], "email": family["email"], "patient": family["child"]}
+    assert cli("proxy", "list", "--account", family["email"])["patients"] == []
+    refused_refresh = refresh(for_child)
+    assert refused_refresh.status_code == 400 and refused_refresh.json()["error"] == "invalid_grant"
+    assert refresh(for_self).status_code == 200  # her own record is hers still
+    assert "does not act for" in refused("proxy", "unlink", "--account", family["email"], "--patient", family["child"])
+
+    verifier, challenge = pkce()  # the picker no longer offers the child: her own record only
+    browser = Browser(guarded)
+    browser.open("/auth/authorize", authorize_params(client_id, "launch/patient patient/*.rs", challenge))
+    browser.submit({"email": family["email"], "password": PASSWORD})
+    offered = set(browser.page.xpath("//input[@name='patient']/@value")) if browser.step() == "patient" else set()
+    assert family["child"] not in offered
