@@ -77,6 +77,13 @@ def visibility(context: AccessContext, letter: str, resource_type: str | None) -
     return Visibility(grants=grants, acting_clinic=_clinic(context), acting_patient=_patient(context))
 
 
+def clinic_holdings(clinic: str) -> Visibility:
+    """The Patients a clinic holds in full, whatever the caller's scopes: those it recorded or
+    contributed to, and those whose profile-sharing Consent for it is in force (what a clinic
+    may register at itself; interactions/writing.py)."""
+    return Visibility(grants=(Grant("Patient", clinic=clinic),), acting_clinic=clinic)
+
+
 def resource_scopes(context: AccessContext) -> list[ResourceScope]:
     """The context's resource scopes (a malformed one, which the authorization server never
     grants, grants nothing)."""

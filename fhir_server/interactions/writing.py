@@ -7,9 +7,11 @@ R4 http.html#create and #update: the server assigns the id (a UUID here), `meta.
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
+from fhir_server.auth import policy
 from fhir_server.errors import Conflict, Forbidden
 from fhir_server.interactions import auditing, custom_params
 from fhir_server.interactions.ownership import access_fact, check_access_fact, owners
@@ -69,11 +71,22 @@ def _record_access_fact(uow: UnitOfWork, resource_id: str, resource: dict[str, A
         return
     fact = access_fact(resource)
     check_access_fact(fact, uow.visibility)
+    # Else any clinic could register any Patient id at itself and read the name (the name-only
+    # view): one refusal for unknown and hidden patients alike.
+    clinic = uow.visibility.acting_clinic
+    if fact is not None and fact.kind == "registration" and clinic is not None and not uow.visibility.unrestricted:
+        _check_registrable(uow, fact.patient, clinic)
     values = None
     if fact is not None:
         values = {"patient_id": fact.patient, "clinic_id": fact.clinic, "active": fact.active}
         values |= {"starts": fact.starts, "ends": fact.ends}
     uow.replace_access_fact(fact.kind if fact else None, resource_id, values)
+
+
+def _check_registrable(uow: UnitOfWork, patient: str, clinic: str) -> None:
+    if not uow.may_register(patient, policy.clinic_holdings(clinic), clinic):
+        message = "A clinic registers only patients it recorded, or who registered with it"
+        raise Forbidden(message, "registration-forbidden")
 
 
 def write_new(uow: UnitOfWork, resource: dict[str, Any], resource_id: str | None = None) -> StoredVersion:
@@ -114,10 +127,8 @@ def write_version(uow: UnitOfWork, current: StoredVersion, resource: dict[str, A
 def write_deletion(uow: UnitOfWork, current: StoredVersion) -> StoredVersion:
     """Soft delete: a new version marked deleted; every earlier version stays in history."""
     moment = max(utc_now(), current.last_updated)
-    kept = {"owner_patient": current.owner_patient, "owner_clinic": current.owner_clinic}
-    kept["contributor_clinic"] = current.contributor_clinic
-    stored = StoredVersion(
-        current.resource_type, current.id, current.version_id + 1, moment, True, None, "DELETE", **kept
+    stored = replace(
+        current, version_id=current.version_id + 1, last_updated=moment, deleted=True, content=None, method="DELETE"
     )
     if not uow.replace(stored, current.version_id):
         raise Conflict(f"{current.resource_type}/{current.id} was changed concurrently", "version-conflict")

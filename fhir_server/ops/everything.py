@@ -19,9 +19,9 @@ the range; resources without one, of a type without one such as Patient or Condi
 `_count` (page size) and `_page` (the continuation token of a `next` link). AuditEvents are left
 out unless `_type` names them (every access to the record adds one, as for `_revinclude=*`).
 
-Each page also carries, as `include` entries, the resources its matches (but Patients) refer to
-whose type is never in a Patient compartment (Practitioner, Organization, Medication,
-Location...), as far as the caller's search grants reach. The type level (`Patient/$everything`)
+Each page also carries, as `include` entries, the resources its matches (but a name-only
+Patient) refer to whose type is never in a Patient compartment (Practitioner, Organization,
+Medication, Location...), as far as the caller's search grants reach. The type level (`Patient/$everything`)
 is the caller's own record for a patient token; for others (the specification's "all patients",
 a bulk export) it is 501.
 """
@@ -230,10 +230,9 @@ def _within(visibility: Visibility, patient: str, only: str | None) -> list[Gran
 
 def _referenced(env: Env, rows: list[Found], request: Everything) -> list[StoredVersion]:
     """What this page's matches refer to, of types never in a Patient compartment, as far as the
-    caller's search grants reach (`_type`, when given, selects among them too). A Patient's own
-    references are not followed: a clinic may see a Patient by name only (before consent), and
-    its other fields, references included, are hidden from it."""
-    sources = [(row.resource_type, row.id) for row in rows if row.resource_type != "Patient"]
+    caller's search grants reach (`_type`, when given, selects among them too). The references of
+    a Patient shown by name only (a clinic before consent) are hidden fields: not followed."""
+    sources = [(row.resource_type, row.id) for row in rows if not row.name_only]
     if not sources:
         return []
     try:

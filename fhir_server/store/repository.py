@@ -37,7 +37,7 @@ from fhir_server.store.compile_terminology import Terminology, needs_terminology
 from fhir_server.store.compiler import clause_predicate
 from fhir_server.store.engine import is_postgres
 from fhir_server.store.protection import Protection, protection_for
-from fhir_server.store.schema import ACCESS_FACTS, INDEX_TABLES, OWNERS, resource, resource_version
+from fhir_server.store.schema import ACCESS_FACTS, INDEX_TABLES, OWNERS, registration, resource, resource_version
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,9 @@ class StoredVersion:
     owner_patient: str | None = None
     owner_clinic: str | None = None
     contributor_clinic: str | None = None
+    # Shown as a name-only Patient (UnitOfWork._shown): its other fields, references included,
+    # are hidden from this caller.
+    name_only: bool = False
 
     @property
     def key(self) -> tuple[datetime, str, str, int]:
@@ -146,7 +149,6 @@ class UnitOfWork:
         # pipelines those): a transaction Bundle of 200 creates costs 3 statements, not 600.
         self._pending: dict[Any, list[dict[str, Any]]] = {}
         self._terminology: Terminology | None = None
-        self._offers_names = any(offers_name_only(grant) for grant in visibility.grants)
         # Patients shown by name only in this unit of work: `_include` does not follow their
         # references (hidden fields), whichever step of a search reads them.
         self._name_only_patients: set[str] = set()
@@ -194,8 +196,8 @@ class UnitOfWork:
         clinic before the patient's profile-sharing Consent; compile_access.offers_name_only)
         keeps its id and name, marked SUBSETTED. Which ones are seen in full is asked of the
         database, by the same policy."""
-        if not self._offers_names:
-            return versions
+        if not any(offers_name_only(grant) for grant in self.visibility.grants):
+            return versions  # (asked each time: a Bundle's entries each bring their own visibility)
         patients = {v.id for v in versions if v.resource_type == "Patient" and v.content is not None}
         if not patients:
             return versions
@@ -209,7 +211,7 @@ class UnitOfWork:
         for version in versions:
             if version.resource_type == "Patient" and version.content is not None and version.id not in full:
                 self._name_only_patients.add(version.id)
-                version = replace(version, content=name_only(version.content))
+                version = replace(version, content=name_only(version.content), name_only=True)
             shown.append(version)
         return shown
 
@@ -220,6 +222,18 @@ class UnitOfWork:
             return True
         query = self._narrow(select(resource.c.id).where(_by_key(resource)))
         return self._run(query, {"key_type": resource_type, "key_id": resource_id}).first() is not None
+
+    def may_register(self, patient_id: str, clinic_holdings: Visibility, clinic_id: str) -> bool:
+        """Whether a clinic may state a registration of this patient at itself: it holds the
+        Patient in full (`clinic_holdings`, auth/policy.py), or the patient was registered there
+        before (by themselves, or by the clinic). Anything else, an unknown id included, is no."""
+        held = select(resource.c.id).where(_by_key(resource), visible_predicate(clinic_holdings, resource))
+        if self._run(held, {"key_type": "Patient", "key_id": patient_id}).first() is not None:
+            return True
+        before = select(registration.c.id).where(
+            registration.c.patient_id == patient_id, registration.c.clinic_id == clinic_id
+        )
+        return self._run(before.limit(1)).first() is not None
 
     def _resolved(self, clauses: Sequence[Clause]) -> Sequence[Clause]:
         """`clauses` with the ValueSets and CodeSystem hierarchies they name read from the store
@@ -502,7 +516,7 @@ class UnitOfWork:
 
         pending, self._pending = self._pending, {}
         try:
-            driver = self.connection.connection.driver_connection
+            driver: Any = self.connection.connection.driver_connection  # psycopg's, in this transaction
             with driver.cursor() as cursor, driver.pipeline():
                 for statement, rows in pending.items():
                     table = statement.table
