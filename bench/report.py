@@ -54,7 +54,9 @@ def rows(create_clients: int, read_connections: int, in_flight: int) -> list[Row
 def _cell(run: BackendRun, row: Row, judge: bool) -> str:
     phase = run.phases.get(row.phase)
     if phase is None:
-        return "failed" if run.phases else "skipped"
+        if not run.phases:
+            return "skipped"
+        return "failed" if run.problem else "not run"  # not run: left out (bench.rest --reads-only)
     value = row.value(phase)
     text = "n/a" if math.isnan(value) else f"{value:,.{row.digits}f}"
     if phase.errors:

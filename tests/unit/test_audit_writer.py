@@ -28,6 +28,9 @@ class _Uow:
     def replace_index(self, *args: Any, **kwargs: Any) -> None:
         pass
 
+    def flush_bulk(self) -> None:
+        pass
+
 
 class _Store:
     """Records each committed transaction's events; the first one waits for `release`."""
