@@ -77,6 +77,15 @@ def visibility(context: AccessContext, letter: str, resource_type: str | None) -
     return Visibility(grants=grants, acting_clinic=_clinic(context), acting_patient=_patient(context))
 
 
+def transaction_scope(context: AccessContext) -> Visibility:
+    """A transaction's unit of work before its entries, each of which brings its own visibility:
+    nothing yet, but for whom (a clinic's transaction runs in its row-security scope throughout,
+    store/row_security.py)."""
+    if context.kind == "local-operator":
+        return Visibility()
+    return Visibility(acting_clinic=_clinic(context), acting_patient=_patient(context))
+
+
 def clinic_holdings(clinic: str) -> Visibility:
     """The Patients a clinic holds in full, whatever the caller's scopes: those it recorded or
     contributed to, and those whose profile-sharing Consent for it is in force (what a clinic

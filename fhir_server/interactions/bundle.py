@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from fhir_server.access import Visibility
+from fhir_server.auth import policy
 from fhir_server.errors import FhirError, Invalid, Issue, TooLarge, invalid
 from fhir_server.interactions import auditing
 from fhir_server.interactions.bundle_entries import (
@@ -72,7 +72,7 @@ def _without_resources(bundle: dict[str, Any]) -> dict[str, Any]:
 def _transaction(env: Env, entries: list[Entry], return_resources: bool) -> Result:
     _prepare_all(entries)
     results: dict[int, Result] = {}
-    with env.store.unit_of_work(Visibility()) as uow:  # each step below says what it may touch
+    with env.store.unit_of_work(policy.transaction_scope(env.access)) as uow:  # each step says what it may touch
         identities = assign_identities(uow, entries, env.visibility)
         for entry in entries:
             with _naming(entry):

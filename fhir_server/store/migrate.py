@@ -8,6 +8,8 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import Engine
 
+from fhir_server.store.row_security import grant_scope
+
 
 def _config() -> Config:
     config = Config()
@@ -22,6 +24,9 @@ def upgrade(engine: Engine) -> None:
         with connection.begin():
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
+            # The row-security role's privileges on every table, those of later migrations too
+            # (migration 0013); a database user that may not use the role fails here, at startup.
+            grant_scope(connection)
 
 
 def revision(engine: Engine, message: str) -> None:

@@ -37,6 +37,7 @@ from fhir_server.store.compile_terminology import Terminology, needs_terminology
 from fhir_server.store.compiler import clause_predicate
 from fhir_server.store.engine import is_postgres
 from fhir_server.store.protection import Protection, protection_for
+from fhir_server.store.row_security import clinic_key, key_transaction, keyed_session
 from fhir_server.store.schema import ACCESS_FACTS, INDEX_TABLES, OWNERS, registration, resource, resource_version
 
 
@@ -93,14 +94,23 @@ class Store:
 
     @contextmanager
     def unit_of_work(self, visibility: Visibility, read_only: bool = False) -> Iterator[UnitOfWork]:
+        # A clinic's work runs in its row-security scope on PostgreSQL (store/row_security.py):
+        # the database refuses other clinics' rows even to a query built without the predicate.
+        clinic = clinic_key(visibility) if self.postgres else None
         with self.engine.connect() as connection:
             if read_only and self.postgres:
                 # Reads need no transaction: autocommit spares the BEGIN and COMMIT round trips.
                 autocommit = connection.execution_options(isolation_level="AUTOCOMMIT")
-                yield UnitOfWork(autocommit, visibility, lock=False, protection=self.protection)
+                if clinic is None:
+                    yield UnitOfWork(autocommit, visibility, lock=False, protection=self.protection)
+                    return
+                with keyed_session(autocommit, clinic):  # unkeyed again before the pool has it back
+                    yield UnitOfWork(autocommit, visibility, lock=False, protection=self.protection)
                 return
             connection.info["read_only"] = read_only
             with connection.begin():
+                if clinic is not None:
+                    key_transaction(connection, clinic)  # until COMMIT or ROLLBACK
                 uow = UnitOfWork(connection, visibility, self.postgres and not read_only, self.protection)
                 yield uow
                 uow.flush()
