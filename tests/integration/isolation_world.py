@@ -50,6 +50,7 @@ from tests.integration.oauth_helpers import (
     accounts,
     authorize_params,
     backend_token,
+    bearer,
     exchange,
     pkce,
     unique_email,
@@ -187,10 +188,6 @@ class World:
 
     def patients(self) -> list[str]:
         return sorted(self.of_type("Patient"))
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Content-Type": FHIR, "Accept": FHIR, "Authorization": f"Bearer {token}"}
 
 
 def mode_of(resource: dict[str, Any]) -> str:
@@ -349,7 +346,9 @@ def body_of(world: World, name: str, resource_type: str, patient: str | None, id
     return body
 
 
-def sharing_consent(patient_id: str, clinic: str, status: str = "active") -> dict[str, Any]:
+def sharing_consent(patient_id: str, clinic: str, status: str = "active", ends: str | None = None) -> dict[str, Any]:
+    """A profile-sharing Consent (ownership.py) of the patient for the clinic, from 2020 (to `ends`)."""
+    period = {"start": "2020-01-01", **({"end": ends} if ends else {})}
     return {
         "resourceType": "Consent",
         "status": status,
@@ -360,7 +359,7 @@ def sharing_consent(patient_id: str, clinic: str, status: str = "active") -> dic
         "patient": {"reference": f"Patient/{patient_id}"},
         "organization": [{"reference": f"Organization/{clinic}"}],
         "policyRule": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN"}]},
-        "provision": {"period": {"start": "2020-01-01"}},
+        "provision": {"period": period},
     }
 
 

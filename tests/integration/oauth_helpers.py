@@ -8,6 +8,7 @@ import hashlib
 import secrets
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -17,6 +18,7 @@ from joserfc.jwk import ECKey, RSAKey
 from lxml import html
 from starlette.testclient import TestClient
 
+from fhir_server.app import create_app
 from fhir_server.authserver import admin
 from fhir_server.store.accounts import Accounts
 from tests.conftest import FHIR_JSON
@@ -26,6 +28,19 @@ BASE = f"{ORIGIN}/fhir"
 TOKEN_URL = f"{ORIGIN}/auth/token"
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 REDIRECT = "https://app.example.org/callback"
+
+
+def served_with_tokens(settings: Any, store: Any, remote: tuple[str, int], **changes: Any) -> Iterator[TestClient]:
+    """The test database served as by default (every FHIR request needs a bearer token; no
+    local-operator shortcut), to a client at `remote` (not loopback), with settings `changes`."""
+    update = {"allow_unauthenticated_loopback": False, **changes}
+    app = create_app(settings.model_copy(update=update), store=store)
+    with TestClient(app, base_url="http://127.0.0.1", client=remote) as test_client:
+        yield test_client
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {**FHIR_JSON, "Authorization": f"Bearer {token}"}
 
 
 def accounts(store: Any) -> Accounts:

@@ -37,6 +37,7 @@ from tests.integration.oauth_helpers import (
     patient_account,
     pkce,
     public_client,
+    served_with_tokens,
 )
 
 REMOTE = ("203.0.113.7", 50000)
@@ -48,9 +49,7 @@ JSON_PATCH = {"Content-Type": "application/json-patch+json"}
 @pytest.fixture(scope="module")
 def guarded(settings: Any, store: Any) -> Iterator[TestClient]:
     """The same database served as by default: every request needs a token."""
-    app = create_app(settings.model_copy(update={"allow_unauthenticated_loopback": False}), store=store)
-    with TestClient(app, base_url="http://127.0.0.1", client=REMOTE) as test_client:
-        yield test_client
+    yield from served_with_tokens(settings, store, REMOTE)
 
 
 def _backend(guarded: TestClient, store: Any, scopes: str, clinic: str) -> tuple[dict[str, str], str]:

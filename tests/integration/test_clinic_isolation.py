@@ -21,7 +21,7 @@ from fhir_server.access import AccessContext
 from fhir_server.errors import FhirError, Forbidden
 from fhir_server.interactions import create, read, search
 from fhir_server.interactions.context import Env
-from fhir_server.interactions.ownership import SHARING_CATEGORY_CODE, SHARING_CATEGORY_SYSTEM
+from tests.integration.isolation_world import sharing_consent
 
 TAG = "urn:test:isolation"
 CLINIC_A, CLINIC_B = f"clinic-a-{uuid.uuid4().hex[:6]}", f"clinic-b-{uuid.uuid4().hex[:6]}"
@@ -82,24 +82,6 @@ def _found(result: Any) -> set[str]:
     return {e["resource"]["id"] for e in body.get("entry", []) if e.get("search", {}).get("mode", "match") == "match"}
 
 
-def _sharing_consent(patient: str, clinic: str, status: str = "active", ends: str | None = None) -> dict[str, Any]:
-    period: dict[str, str] = {"start": "2020-01-01"}
-    if ends:
-        period["end"] = ends
-    return {
-        "resourceType": "Consent",
-        "status": status,
-        "scope": {
-            "coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]
-        },
-        "category": [{"coding": [{"system": SHARING_CATEGORY_SYSTEM, "code": SHARING_CATEGORY_CODE}]}],
-        "patient": {"reference": f"Patient/{patient}"},
-        "organization": [{"reference": f"Organization/{clinic}"}],
-        "policyRule": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN"}]},
-        "provision": {"period": period},
-    }
-
-
 def test_registration_and_profile_sharing_consent_open_the_portable_profile_only(
     world: World, store: Any, settings: Any
 ) -> None:
@@ -147,20 +129,20 @@ def test_registration_and_profile_sharing_consent_open_the_portable_profile_only
     assert read.read(clinic_b, "EpisodeOfCare", registered.version.id).version is not None  # B sees it
     assert b_sees() == {"PA": "name-only"}  # registered, no consent yet: her name only
     with pytest.raises(Forbidden):  # B cannot sign on her behalf
-        create.create(clinic_b, "Consent", _sharing_consent(world.ids["PA"], CLINIC_B))
+        create.create(clinic_b, "Consent", sharing_consent(world.ids["PA"], CLINIC_B))
     with pytest.raises(Forbidden):  # nor register a patient at another clinic
         create.create(
             clinic_b, "EpisodeOfCare", {**episode, "managingOrganization": {"reference": f"Organization/{CLINIC_A}"}}
         )
-    consent = create.create(patient_env, "Consent", _sharing_consent(world.ids["PA"], CLINIC_B))
+    consent = create.create(patient_env, "Consent", sharing_consent(world.ids["PA"], CLINIC_B))
     assert consent.version is not None
     assert b_sees() == {"PA": "full", "CA": "full"}  # the portable profile, not A's clinical records
     found = search.search(clinic_b, "Coverage", [("_tag", f"{TAG}|{world.tag}")])
     assert world.names(_found(found)) == {"CA"}
-    revoked = {**_sharing_consent(world.ids["PA"], CLINIC_B, status="inactive"), "id": consent.version.id}
+    revoked = {**sharing_consent(world.ids["PA"], CLINIC_B, status="inactive"), "id": consent.version.id}
     update.update(patient_env, "Consent", consent.version.id, revoked)
     assert b_sees() == {"PA": "name-only"}  # at once: back to her name only
-    expired = _sharing_consent(world.ids["PA"], CLINIC_B, ends="2021-01-01")
+    expired = sharing_consent(world.ids["PA"], CLINIC_B, ends="2021-01-01")
     create.create(patient_env, "Consent", expired)
     assert b_sees() == {"PA": "name-only"}  # a consent whose period has ended opens nothing more
 

@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from fhir_server.app import create_app
 from fhir_server.authserver import admin
 from tests.conftest import FHIR_JSON
 from tests.integration.oauth_helpers import (
@@ -22,10 +21,12 @@ from tests.integration.oauth_helpers import (
     accounts,
     authorize_params,
     backend_token,
+    bearer,
     exchange,
     login_and_approve,
     pkce,
     public_client,
+    served_with_tokens,
     unique_email,
 )
 
@@ -35,13 +36,7 @@ REMOTE = ("203.0.113.9", 50000)
 @pytest.fixture(scope="module")
 def guarded(settings: Any, store: Any) -> Iterator[TestClient]:
     """The same database served as by default: bearer tokens only, no local operator."""
-    app = create_app(settings.model_copy(update={"allow_unauthenticated_loopback": False}), store=store)
-    with TestClient(app, base_url="http://127.0.0.1", client=REMOTE) as test_client:
-        yield test_client
-
-
-def _bearer(token: str) -> dict[str, str]:
-    return {**FHIR_JSON, "Authorization": f"Bearer {token}"}
+    yield from served_with_tokens(settings, store, REMOTE)
 
 
 def _post(client: TestClient, body: dict[str, Any], headers: dict[str, str] = FHIR_JSON) -> dict[str, Any]:
@@ -242,19 +237,19 @@ def _patient_token(guarded: TestClient, store: Any, patient: str) -> str:
 
 def test_clinics_see_their_own_records_and_nothing_of_another(guarded: TestClient, store: Any) -> None:
     clinic_a, clinic_b = f"clinic-a-{uuid.uuid4().hex[:8]}", f"clinic-b-{uuid.uuid4().hex[:8]}"
-    a_writes = _bearer(backend_token(guarded, store, "system/*.cruds", clinic=clinic_a))
-    b_writes = _bearer(backend_token(guarded, store, "system/*.cruds", clinic=clinic_b))
+    a_writes = bearer(backend_token(guarded, store, "system/*.cruds", clinic=clinic_a))
+    b_writes = bearer(backend_token(guarded, store, "system/*.cruds", clinic=clinic_b))
     record = _record(guarded, a_writes)
     b_about_a = _post(guarded, _observation(record["patient"], record["marker"]), b_writes)["id"]
     b_patient = _post(guarded, {"resourceType": "Patient"}, b_writes)["id"]
 
-    a_reads = _bearer(backend_token(guarded, store, "system/*.rs", clinic=clinic_a))
+    a_reads = bearer(backend_token(guarded, store, "system/*.rs", clinic=clinic_a))
     pages = _all_pages(guarded, _everything(guarded, record["patient"], a_reads, _count="2"), a_reads)
     seen = set().union(*(_entries(page) for page in pages))
     assert seen == _expected(record)  # not clinic B's Observation about the same patient
     assert ("Observation", b_about_a) not in seen
 
-    b_reads = _bearer(backend_token(guarded, store, "system/*.rs", clinic=clinic_b))
+    b_reads = bearer(backend_token(guarded, store, "system/*.rs", clinic=clinic_b))
     unknown = _everything(guarded, str(uuid.uuid4()), b_reads)
     for params in ({}, {"_type": "Observation"}, {"_count": "1"}, {"_since": "2000-01-01"}):
         hidden = _everything(guarded, record["patient"], b_reads, **params)
@@ -263,14 +258,14 @@ def test_clinics_see_their_own_records_and_nothing_of_another(guarded: TestClien
         assert record["marker"] not in hidden.text and b_about_a not in hidden.text
     assert _entries(_everything(guarded, b_patient, b_reads).json()) == {("Patient", b_patient)}
 
-    narrow = _bearer(backend_token(guarded, store, "system/Patient.rs system/Observation.rs", clinic=clinic_a))
+    narrow = bearer(backend_token(guarded, store, "system/Patient.rs system/Observation.rs", clinic=clinic_a))
     narrowed = _everything(guarded, record["patient"], narrow)
     assert narrowed.status_code == 200, narrowed.text  # types out of scope are left out, not refused
     assert _entries(narrowed.json()) == {("Patient", record["patient"])} | {
         ("Observation", o) for o in record["observations"]
     }
     assert not _entries(narrowed.json(), "include")  # no Practitioner scope, no Practitioner
-    no_patient = _bearer(backend_token(guarded, store, "system/Observation.rs", clinic=clinic_a))
+    no_patient = bearer(backend_token(guarded, store, "system/Observation.rs", clinic=clinic_a))
     assert _everything(guarded, record["patient"], no_patient).status_code == 403
 
 
@@ -278,13 +273,13 @@ def test_a_patient_token_gets_its_own_record_from_every_clinic_and_nothing_else(
     guarded: TestClient, store: Any
 ) -> None:
     clinic_a, clinic_b = f"clinic-a-{uuid.uuid4().hex[:8]}", f"clinic-b-{uuid.uuid4().hex[:8]}"
-    a_writes = _bearer(backend_token(guarded, store, "system/*.cruds", clinic=clinic_a))
-    b_writes = _bearer(backend_token(guarded, store, "system/*.cruds", clinic=clinic_b))
+    a_writes = bearer(backend_token(guarded, store, "system/*.cruds", clinic=clinic_a))
+    b_writes = bearer(backend_token(guarded, store, "system/*.cruds", clinic=clinic_b))
     record = _record(guarded, a_writes)
     b_about_a = _post(guarded, _observation(record["patient"], record["marker"]), b_writes)["id"]
     other = _record(guarded, a_writes)
 
-    token = _bearer(_patient_token(guarded, store, record["patient"]))
+    token = bearer(_patient_token(guarded, store, record["patient"]))
     pages = _all_pages(guarded, _everything(guarded, record["patient"], token, _count="3"), token)
     seen = set().union(*(_entries(page) for page in pages))
     assert seen == _expected(record) | {("Observation", b_about_a)}  # both clinics' records
@@ -306,8 +301,8 @@ def test_a_clinic_where_the_patient_registered_without_consent_learns_the_name_o
     """Registered at clinic B, no profile-sharing Consent: B's $everything shows the Patient by name
     only (DESIGN.md section 3), B's own records, and nothing of clinic A's."""
     clinic_a, clinic_b = f"clinic-a-{uuid.uuid4().hex[:8]}", f"clinic-b-{uuid.uuid4().hex[:8]}"
-    a_writes = _bearer(backend_token(guarded, store, "system/*.cruds", clinic=clinic_a))
-    b_writes = _bearer(backend_token(guarded, store, "system/*.cruds", clinic=clinic_b))
+    a_writes = bearer(backend_token(guarded, store, "system/*.cruds", clinic=clinic_a))
+    b_writes = bearer(backend_token(guarded, store, "system/*.cruds", clinic=clinic_b))
     record = _record(guarded, a_writes)
     patient = record["patient"]
     updated = guarded.put(
@@ -325,7 +320,7 @@ def test_a_clinic_where_the_patient_registered_without_consent_learns_the_name_o
     verifier, challenge = pkce()
     browser = Browser(guarded)
     browser.open("/auth/authorize", authorize_params(client_id, "launch/patient patient/*.cruds", challenge))
-    own = _bearer(
+    own = bearer(
         exchange(guarded, client_id, login_and_approve(browser, email)["code"], verifier).json()["access_token"]
     )
     episode = {
@@ -338,7 +333,7 @@ def test_a_clinic_where_the_patient_registered_without_consent_learns_the_name_o
     registered = _post(guarded, episode, own)["id"]
     b_record = _post(guarded, _observation(patient, record["marker"]), b_writes)["id"]
 
-    b_reads = _bearer(backend_token(guarded, store, "system/*.rs", clinic=clinic_b))
+    b_reads = bearer(backend_token(guarded, store, "system/*.rs", clinic=clinic_b))
     response = _everything(guarded, patient, b_reads)
     assert response.status_code == 200, response.text
     bundle = response.json()

@@ -24,7 +24,6 @@ import orjson
 import pytest
 from starlette.testclient import TestClient
 
-from fhir_server.app import create_app
 from tests.integration.isolation_world import (
     BIRTH_DATE,
     RECORDS_BY_NAME,
@@ -37,6 +36,7 @@ from tests.integration.isolation_world import (
     mode_of,
     write,
 )
+from tests.integration.oauth_helpers import served_with_tokens
 
 REMOTE = ("203.0.113.21", 50000)  # not loopback: no local-operator shortcut
 PAGE = "1000"
@@ -117,10 +117,7 @@ TWIN_PATHS = ("conditional update", "conditional delete")
 def guarded(settings: Any, store: Any) -> Iterator[TestClient]:
     """The test database served as by default: every FHIR request needs a bearer token."""
     # Auditing off: it records, it does not decide what anyone sees (test_audit.py covers it).
-    update = {"allow_unauthenticated_loopback": False, "audit": False}
-    app = create_app(settings.model_copy(update=update), store=store)
-    with TestClient(app, base_url="http://127.0.0.1", client=REMOTE) as test_client:
-        yield test_client
+    yield from served_with_tokens(settings, store, REMOTE, audit=False)
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,6 @@ from starlette.requests import Request
 from starlette.testclient import TestClient
 
 from fhir_server.api.bearer import access_context
-from fhir_server.app import create_app
 from fhir_server.auth import totp
 from fhir_server.authserver import admin
 from tests.conftest import FHIR_JSON
@@ -32,12 +31,14 @@ from tests.integration.oauth_helpers import (
     assertion,
     authorize_params,
     backend_client,
+    bearer,
     exchange,
     key_pair,
     login_and_approve,
     patient_account,
     pkce,
     public_client,
+    served_with_tokens,
     unique_email,
 )
 
@@ -47,27 +48,16 @@ ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
 PATIENT_TYPE = "urn:fhir-server:params:oauth:token-type:patient"
 
 
-def _guarded_app(settings: Any, store: Any, **changes: Any) -> Iterator[TestClient]:
-    update = {"allow_unauthenticated_loopback": False, **changes}
-    app = create_app(settings.model_copy(update=update), store=store)
-    with TestClient(app, base_url="http://127.0.0.1", client=REMOTE) as test_client:
-        yield test_client
-
-
 @pytest.fixture(scope="module")
 def guarded(settings: Any, store: Any) -> Iterator[TestClient]:
     """The same database served as by default: every FHIR request needs a bearer token."""
-    yield from _guarded_app(settings, store)
+    yield from served_with_tokens(settings, store, REMOTE)
 
 
 @pytest.fixture(scope="module")
 def stale(settings: Any, store: Any) -> Iterator[TestClient]:
     """The same database, issuing access tokens that are expired the moment they are issued."""
-    yield from _guarded_app(settings, store, access_token_seconds=0)
-
-
-def _bearer(token: str) -> dict[str, str]:
-    return {**FHIR_JSON, "Authorization": f"Bearer {token}"}
+    yield from served_with_tokens(settings, store, REMOTE, access_token_seconds=0)
 
 
 def _claims(token: str) -> dict[str, Any]:
@@ -159,7 +149,7 @@ def test_an_admin_impersonates_a_patient_read_only_and_the_token_names_the_admin
     assert "patient" not in admin_token
     assert _claims(admin_token["access_token"])["amr"] == ["pwd", "otp"]  # signed in with TOTP
     # Without impersonation the admin sees no patient data at all.
-    assert guarded.get(f"/fhir/Patient/{me}", headers=_bearer(admin_token["access_token"])).status_code == 404
+    assert guarded.get(f"/fhir/Patient/{me}", headers=bearer(admin_token["access_token"])).status_code == 404
 
     before = int(time.time())
     answer = _impersonate(guarded, client_id, admin_token["access_token"], me)
@@ -176,7 +166,7 @@ def test_an_admin_impersonates_a_patient_read_only_and_the_token_names_the_admin
     assert claims["client_id"] == client_id and claims["scope"] == "patient/*.rs"
     assert before + 290 <= claims["exp"] <= int(time.time()) + 300
 
-    headers = _bearer(issued["access_token"])
+    headers = bearer(issued["access_token"])
     assert guarded.get(f"/fhir/Patient/{me}", headers=headers).status_code == 200
     assert guarded.get(f"/fhir/Observation/{mine}", headers=headers).status_code == 200
     assert guarded.get(f"/fhir/Patient/{other}", headers=headers).status_code == 404
@@ -248,7 +238,7 @@ def test_requested_scopes_are_granted_as_asked_within_read_only_and_never_widene
     assert narrow.status_code == 200, narrow.text
     assert narrow.json()["scope"] == "patient/Observation.rs"
     assert _claims(narrow.json()["access_token"])["scope"] == "patient/Observation.rs"
-    narrow_headers = _bearer(narrow.json()["access_token"])
+    narrow_headers = bearer(narrow.json()["access_token"])
     assert guarded.get(f"/fhir/Patient/{me}", headers=narrow_headers).status_code == 403
     for wider in ("patient/*.cruds", "user/*.*", "patient/*.rs offline_access", "patient/Observation.write", "openid"):
         description = _error(_impersonate(guarded, client_id, actor, me, scope=wider), "invalid_scope")

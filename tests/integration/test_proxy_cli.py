@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from fhir_server.app import create_app
 from fhir_server.cli import main
 from tests.conftest import FHIR_JSON
 from tests.integration.oauth_helpers import (
@@ -24,6 +23,7 @@ from tests.integration.oauth_helpers import (
     exchange,
     pkce,
     public_client,
+    served_with_tokens,
     unique_email,
 )
 
@@ -62,9 +62,7 @@ def refused(monkeypatch: pytest.MonkeyPatch, database_url: str, capsys: pytest.C
 @pytest.fixture(scope="module")
 def guarded(settings: Any, store: Any) -> Iterator[TestClient]:
     """The same database served as by default: bearer tokens only, no local operator."""
-    app = create_app(settings.model_copy(update={"allow_unauthenticated_loopback": False}), store=store)
-    with TestClient(app, base_url="http://127.0.0.1", client=REMOTE) as test_client:
-        yield test_client
+    yield from served_with_tokens(settings, store, REMOTE)
 
 
 def _post(client: TestClient, body: dict[str, Any]) -> str:

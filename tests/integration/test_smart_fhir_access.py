@@ -21,11 +21,13 @@ from tests.integration.oauth_helpers import (
     Browser,
     authorize_params,
     backend_token,
+    bearer,
     exchange,
     login_and_approve,
     patient_account,
     pkce,
     public_client,
+    served_with_tokens,
 )
 
 REMOTE = ("203.0.113.7", 50000)  # not loopback: the operator shortcut could not apply anyway
@@ -34,13 +36,7 @@ REMOTE = ("203.0.113.7", 50000)  # not loopback: the operator shortcut could not
 @pytest.fixture(scope="module")
 def guarded(settings: Any, store: Any) -> Iterator[TestClient]:
     """The same database served with the default: no unauthenticated local operator."""
-    app = create_app(settings.model_copy(update={"allow_unauthenticated_loopback": False}), store=store)
-    with TestClient(app, base_url="http://127.0.0.1", client=REMOTE) as test_client:
-        yield test_client
-
-
-def _bearer(token: str) -> dict[str, str]:
-    return {**FHIR_JSON, "Authorization": f"Bearer {token}"}
+    yield from served_with_tokens(settings, store, REMOTE)
 
 
 def _patient(client: TestClient, family: str) -> str:
@@ -93,21 +89,21 @@ def test_a_backend_service_reads_its_clinic_with_its_own_key_and_writes_only_wit
 ) -> None:
     clinic, other_clinic = f"clinic-{uuid.uuid4().hex[:8]}", f"clinic-{uuid.uuid4().hex[:8]}"
     writer = backend_token(guarded, store, "system/Patient.cruds", clinic=clinic)
-    created = guarded.post("/fhir/Patient", json={"resourceType": "Patient"}, headers=_bearer(writer))
+    created = guarded.post("/fhir/Patient", json={"resourceType": "Patient"}, headers=bearer(writer))
     assert created.status_code == 201, created.text
     patient = created.json()["id"]
     reader = backend_token(guarded, store, "system/*.rs", clinic=clinic)
-    assert guarded.get(f"/fhir/Patient/{patient}", headers=_bearer(reader)).status_code == 200
-    found = guarded.get("/fhir/Patient", params={"_id": patient}, headers=_bearer(reader)).json()
+    assert guarded.get(f"/fhir/Patient/{patient}", headers=bearer(reader)).status_code == 200
+    found = guarded.get("/fhir/Patient", params={"_id": patient}, headers=bearer(reader)).json()
     assert [entry["resource"]["id"] for entry in found["entry"]] == [patient]
     outsider = backend_token(guarded, store, "system/*.rs", clinic=other_clinic)
-    assert guarded.get(f"/fhir/Patient/{patient}", headers=_bearer(outsider)).status_code == 404
-    refused = guarded.post("/fhir/Patient", json={"resourceType": "Patient"}, headers=_bearer(reader))
+    assert guarded.get(f"/fhir/Patient/{patient}", headers=bearer(outsider)).status_code == 404
+    refused = guarded.post("/fhir/Patient", json={"resourceType": "Patient"}, headers=bearer(reader))
     assert refused.status_code == 403, refused.text  # read scopes never imply write
     other_type = guarded.post(
         "/fhir/Observation",
         json={"resourceType": "Observation", "status": "final", "code": {"text": "x"}},
-        headers=_bearer(writer),
+        headers=bearer(writer),
     )
     assert other_type.status_code == 403
 
@@ -136,7 +132,7 @@ def test_a_patient_token_reads_its_own_record_and_nothing_of_another_patient(
     browser.open("/auth/authorize", authorize_params(client_id, "launch/patient patient/*.rs", challenge))
     token = exchange(guarded, client_id, login_and_approve(browser, email)["code"], verifier).json()
     assert token["patient"] == me
-    headers = _bearer(token["access_token"])
+    headers = bearer(token["access_token"])
     assert guarded.get(f"/fhir/Patient/{me}", headers=headers).status_code == 200
     assert guarded.get(f"/fhir/Observation/{mine}", headers=headers).status_code == 200
     hidden = guarded.get(f"/fhir/Patient/{other}", headers=headers)
@@ -169,23 +165,23 @@ def test_tampered_garbage_and_expired_tokens_are_401(
     guarded: TestClient, settings: Any, store: Any, client: TestClient
 ) -> None:
     token = backend_token(guarded, store, "system/*.cruds", clinic="clinic-tamper")
-    created = guarded.post("/fhir/Patient", json={"resourceType": "Patient"}, headers=_bearer(token))
+    created = guarded.post("/fhir/Patient", json={"resourceType": "Patient"}, headers=bearer(token))
     assert created.status_code == 201
     patient = created.json()["id"]
     header, payload, signature = token.split(".")
     flipped = payload[:-2] + ("A" if payload[-2] != "A" else "B") + payload[-1]
     for bad in (f"{header}.{flipped}.{signature}", "not-a-token", token + "x"):
-        response = guarded.get(f"/fhir/Patient/{patient}", headers=_bearer(bad))
+        response = guarded.get(f"/fhir/Patient/{patient}", headers=bearer(bad))
         assert response.status_code == 401, bad
         assert 'error="invalid_token"' in response.headers["www-authenticate"]
     assert guarded.get(f"/fhir/Patient/{patient}", headers={"Authorization": f"Basic {token}"}).status_code == 401
-    assert guarded.get(f"/fhir/Patient/{patient}", headers=_bearer(token)).status_code == 200
+    assert guarded.get(f"/fhir/Patient/{patient}", headers=bearer(token)).status_code == 200
     short = create_app(
         settings.model_copy(update={"allow_unauthenticated_loopback": False, "access_token_seconds": 3}), store=store
     )
     with TestClient(short, base_url="http://127.0.0.1", client=REMOTE) as short_lived:
         expiring = backend_token(short_lived, store, "system/*.rs", clinic="clinic-tamper")
-        assert short_lived.get(f"/fhir/Patient/{patient}", headers=_bearer(expiring)).status_code == 200
+        assert short_lived.get(f"/fhir/Patient/{patient}", headers=bearer(expiring)).status_code == 200
         time.sleep(4.1)
-        expired = short_lived.get(f"/fhir/Patient/{patient}", headers=_bearer(expiring))
+        expired = short_lived.get(f"/fhir/Patient/{patient}", headers=bearer(expiring))
         assert expired.status_code == 401 and 'error="invalid_token"' in expired.headers["www-authenticate"]
