@@ -81,8 +81,6 @@ def transaction_scope(context: AccessContext) -> Visibility:
     """A transaction's unit of work before its entries, each of which brings its own visibility:
     nothing yet, but for whom (a clinic's transaction runs in its row-security scope throughout,
     store/row_security.py)."""
-    if context.kind == "local-operator":
-        return Visibility()
     return Visibility(acting_clinic=_clinic(context), acting_patient=_patient(context))
 
 

@@ -7,7 +7,10 @@ visible when some grant holds. Compartment membership follows the Patient Compar
 type's compartment parameters pointing at it. Rows of `resource_version` are judged by the same
 current row, so a version is visible when its resource is. A clinic's grant reaches the rows its
 clinic owns or contributed (the ownership columns, interactions/ownership.py), and the portable
-profile of patients registered there with an active profile-sharing consent for it.
+profile of patients registered there with an active profile-sharing consent for it. Before that
+consent a registered patient's Patient is visible by name only (`registered_names` grants):
+reachable only by a query examining nothing but its id and name (`searched`,
+search.clauses.searched_params), and shown cut down by the store (UnitOfWork._shown).
 """
 
 from __future__ import annotations
