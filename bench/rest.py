@@ -3,8 +3,9 @@
 Starts `fhir-server serve` as a subprocess on a throw-away database (SQLite in a temporary
 directory; PostgreSQL in a new `fhir_bench_<random>` database, dropped afterwards) and measures,
 with a lean asyncio keep-alive client: validated Patient creates/s (1 client, then N clients),
-reads by id/s with p50/p99 latency, and Synthea transaction ingest in resources/s. The table is
-printed and written to bench/results/rest-<timestamp>.txt. See bench/README.md.
+reads by id/s with p50/p99 latency, and Synthea transaction ingest in resources/s, as the local
+operator or (`--as clinic`) as a clinic's backend service with bearer tokens. The table is printed
+and written to bench/results/rest-<timestamp>.txt. See bench/README.md.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import report
+from bench.clinic import BackendService, access_token, register
 from bench.cpu import worker_pids
 from bench.httpclient import Response
 from bench.server import (
@@ -77,6 +79,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="only the read phase (after the N-client creates that make the Patients to read): no ingest",
     )
+    parser.add_argument(
+        "--as",
+        dest="principal",
+        choices=["operator", "clinic"],
+        default="operator",
+        help="send the requests as the unauthenticated local operator (default) or as a clinic's backend"
+        " service with a bearer token (token check, access policy, row-level security)",
+    )
     return parser.parse_args(argv)
 
 
@@ -95,8 +105,11 @@ def show(backend: str, phase: Phase) -> None:
             print(f"    cpu per request: server {server:.3f} ms + postgres {postgres:.3f} ms", flush=True)
 
 
-async def run_phases(server: Server, args: argparse.Namespace, run: report.BackendRun) -> None:
-    """Creates (1 then N clients), Synthea ingest, then reads of the Patients created.
+async def run_phases(
+    server: Server, args: argparse.Namespace, run: report.BackendRun, service: BackendService | None = None
+) -> None:
+    """Creates (1 then N clients), Synthea ingest, then reads of the Patients created; as `service`
+    when given, with a fresh access token per phase (tokens live 10 minutes).
 
     Warm-up phases are kept too (as `<key>-warmup`): their errors count, only their figures don't.
     """
@@ -107,6 +120,11 @@ async def run_phases(server: Server, args: argparse.Namespace, run: report.Backe
     def keep_id(response: Response) -> None:
         if len(ids) < MAX_READ_IDS and (found := created_id(response)):
             ids.append(found)
+
+    async def authorization() -> dict[str, str]:
+        if service is None:
+            return {}
+        return {"Authorization": f"Bearer {await access_token(server.port, service)}"}
 
     def record(key: str, phase: Phase) -> None:
         run.phases[key] = phase
@@ -121,18 +139,20 @@ async def run_phases(server: Server, args: argparse.Namespace, run: report.Backe
 
     patients = PatientRequests(server.host)
     if not args.reads_only:
+        patients.use(await authorization())
         await closed("create1", 1, patients, 201, "create, 1 client")
+    patients.use(await authorization())
     await closed("createN", args.clients, patients, 201, f"create, {args.clients} clients")
     if not args.reads_only:
-        bundles = synthea_requests(server.host, args.synthea_dir)[: args.bundles or None]
+        bundles = synthea_requests(server.host, args.synthea_dir, headers=await authorization())
+        bundles = bundles[: args.bundles or None]
         warm_bundles = bundles[-args.in_flight :]
         record("ingest-warmup", await ingest(target, warm_bundles, args.in_flight, "ingest warm-up"))
         record("ingest", await ingest(target, bundles, args.in_flight))
     if not ids:
         raise RuntimeError("no Patient was created, so there is nothing to read")
-    await closed(
-        "read", args.connections, read_requests(server.host, ids), 200, f"read, {args.connections} connections"
-    )
+    reads = read_requests(server.host, ids, headers=await authorization())
+    await closed("read", args.connections, reads, 200, f"read, {args.connections} connections")
 
 
 def run_backend(backend: str, args: argparse.Namespace, stamp: str) -> report.BackendRun:
@@ -146,7 +166,10 @@ def run_backend(backend: str, args: argparse.Namespace, stamp: str) -> report.Ba
     print(f"{backend}: starting the server ({args.workers} workers, log {log_path.name})", flush=True)
     try:
         with database as url, running_server(url, args.workers, args.log_level, log_path) as server:
-            _runner()(run_phases(server, args, run))
+            service = register(url) if args.principal == "clinic" else None
+            if service is not None:
+                print(f"{backend}: as clinic {service.clinic}, backend service {service.client_id}", flush=True)
+            _runner()(run_phases(server, args, run, service))
     except Exception as exc:  # a failed backend is reported loudly; the other one still runs
         run.problem = f"FAILED: {type(exc).__name__}: {exc} (server log: {log_path})"
     return run
@@ -158,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
     settings = (
         f"workers={args.workers}, {args.duration:g} s per phase after {args.warmup:g} s warm-up, "
-        f"server log level {args.log_level}"
+        f"server log level {args.log_level}" + (", as a clinic's backend service" if args.principal == "clinic" else "")
     )
     print(report.heading(settings), flush=True)
     runs = [run_backend(backend, args, stamp) for backend in backends]

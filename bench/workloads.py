@@ -95,20 +95,25 @@ class PatientRequests:
         for key in ("id", "meta", "text"):
             patient.pop(key, None)
         patient["identifier"].append({"system": "urn:fhir-server:bench", "value": _MARK})
-        request = build_request("POST", f"{base_path}/Patient", host, json.dumps(patient).encode(), JSON_HEADERS)
-        self.prefix, self.suffix = request.split(_MARK.encode())
+        self.host, self.path, self.body = host, f"{base_path}/Patient", json.dumps(patient).encode()
         self.serial = 0
+        self.use({})
+
+    def use(self, headers: dict[str, str]) -> None:
+        """The same requests with these extra headers (a fresh bearer token) from now on."""
+        request = build_request("POST", self.path, self.host, self.body, {**JSON_HEADERS, **headers})
+        self.prefix, self.suffix = request.split(_MARK.encode())
 
     def __call__(self) -> bytes:
         self.serial += 1
         return b"%sBENCH-ID-%012d%s" % (self.prefix, self.serial, self.suffix)
 
 
-def read_requests(host: str, ids: list[str], base_path: str = "/fhir") -> Callable[[], bytes]:
-    prebuilt = [
-        build_request("GET", f"{base_path}/Patient/{id_}", host, headers={"Accept": "application/fhir+json"})
-        for id_ in ids
-    ]
+def read_requests(
+    host: str, ids: list[str], base_path: str = "/fhir", headers: dict[str, str] | None = None
+) -> Callable[[], bytes]:
+    request_headers = {"Accept": "application/fhir+json", **(headers or {})}
+    prebuilt = [build_request("GET", f"{base_path}/Patient/{id_}", host, headers=request_headers) for id_ in ids]
     cycle = _cycle(prebuilt)
     return lambda: next(cycle)
 
@@ -178,14 +183,16 @@ async def measure(
     return warm, measured
 
 
-def synthea_requests(host: str, directory: Path = SYNTHEA_DIR, base_path: str = "/fhir") -> list[tuple[bytes, int]]:
+def synthea_requests(
+    host: str, directory: Path = SYNTHEA_DIR, base_path: str = "/fhir", headers: dict[str, str] | None = None
+) -> list[tuple[bytes, int]]:
     """(request, entry count) per transaction Bundle, largest first so the tail is short."""
     requests = []
-    headers = {**JSON_HEADERS, "Prefer": "return=minimal"}
+    request_headers = {**JSON_HEADERS, "Prefer": "return=minimal", **(headers or {})}
     for path in sorted(directory.glob("*.json")):
         raw = path.read_bytes()
         count = len(json.loads(raw).get("entry") or [])
-        requests.append((build_request("POST", f"{base_path}/", host, raw, headers), count))
+        requests.append((build_request("POST", f"{base_path}/", host, raw, request_headers), count))
     requests.sort(key=lambda item: -item[1])
     return requests
 
