@@ -116,8 +116,19 @@ def _invalid(message: str) -> TokenInvalid:
     return TokenInvalid(message, "token-invalid")
 
 
+_KEY_SETS: dict[tuple[tuple[str, str, str], ...], KeySet] = {}
+
+
 def _key_set(keys: list[SigningKeyPublic]) -> KeySet:
-    return KeySet([RSAKey.import_key(key.jwk, parameters={"kid": key.kid}) for key in keys if key.alg == "RS256"])
+    """The imported keys (importing them took a third of a token check), kept by kid and material."""
+    usable = [key for key in keys if key.alg == "RS256"]
+    marker = tuple((key.kid, str(key.jwk.get("n")), str(key.jwk.get("e"))) for key in usable)
+    found = _KEY_SETS.get(marker)
+    if found is None:
+        if len(_KEY_SETS) >= 64:
+            _KEY_SETS.clear()
+        found = _KEY_SETS[marker] = KeySet([RSAKey.import_key(key.jwk, parameters={"kid": key.kid}) for key in usable])
+    return found
 
 
 def unverified_kid(token: str) -> str | None:

@@ -16,7 +16,7 @@ from fhir_server.auth import codes
 from fhir_server.authserver.clients import authenticate
 from fhir_server.authserver.env import AuthEnv
 from fhir_server.authserver.issue import Grant
-from fhir_server.authserver.keys import check_access_token
+from fhir_server.authserver.keys import check_access_token, key_ring
 from fhir_server.errors import FhirError, OAuthClientError, OAuthError
 from fhir_server.store.accounts import Client
 
@@ -98,6 +98,7 @@ def revoke(env: AuthEnv, form: dict[str, str], authorization: str | None) -> Non
             return
         if claims["client_id"] == client.client_id:
             env.grants.revoke_access_token(claims["jti"], int(claims["exp"]))
+            key_ring(env.grants).forget(claims["jti"])  # refused at once by this process
         return
     seen = env.grants.peek_refresh(codes.digest(token))
     if seen.status != "unknown" and seen.client_id == client.client_id:
