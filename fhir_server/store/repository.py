@@ -206,8 +206,8 @@ class UnitOfWork:
         clinic before the patient's profile-sharing Consent; compile_access.offers_name_only)
         keeps its id and name, marked SUBSETTED. Which ones are seen in full is asked of the
         database, by the same policy."""
-        if not any(offers_name_only(grant) for grant in self.visibility.grants):
-            return versions  # (asked each time: a Bundle's entries each bring their own visibility)
+        if not self._offers_names():
+            return versions
         patients = {v.id for v in versions if v.resource_type == "Patient" and v.content is not None}
         if not patients:
             return versions
@@ -216,7 +216,28 @@ class UnitOfWork:
             resource.c.id.in_(sorted(patients)),
             full_view_predicate(self.visibility, resource),
         )
-        full = {row.id for row in self._run(query)}
+        return self._cut_down(versions, {row.id for row in self._run(query)})
+
+    def _offers_names(self) -> bool:
+        # Asked each time: a Bundle's entries each bring their own visibility.
+        return any(offers_name_only(grant) for grant in self.visibility.grants)
+
+    def _one_shown(self, statement: Any, key: dict[str, Any], resource_type: str, table: Any) -> StoredVersion | None:
+        """One row of `statement` as the caller may see it (`_shown`), the full-view flag of a
+        Patient read in the same query rather than asked afterwards."""
+        flagged = resource_type == "Patient" and self._offers_names()
+        if flagged:
+            statement = statement.add_columns(full_view_predicate(self.visibility, table).label("full_view"))
+        row = self._run(statement, key).first()
+        if row is None:
+            return None
+        version = self._version(row)
+        if not flagged or version.content is None:
+            return version
+        return self._cut_down([version], {version.id} if row.full_view else set())[0]
+
+    def _cut_down(self, versions: list[Any], full: set[str]) -> list[Any]:
+        """`versions` with the Patients not in `full` shown by name only."""
         shown = []
         for version in versions:
             if version.resource_type == "Patient" and version.content is not None and version.id not in full:
@@ -259,13 +280,12 @@ class UnitOfWork:
         query = self._narrow(_SELECT_CURRENT, searched=frozenset())
         if for_update and self.lock:
             query = query.with_for_update()
-        row = self._run(query, {"key_type": resource_type, "key_id": resource_id}).first()
-        return self._shown([self._version(row)])[0] if row else None
+        return self._one_shown(query, {"key_type": resource_type, "key_id": resource_id}, resource_type, resource)
 
     def version(self, resource_type: str, resource_id: str, version_id: int) -> StoredVersion | None:
         key = {"key_type": resource_type, "key_id": resource_id, "key_version": version_id}
-        row = self._run(self._narrow(_SELECT_VERSION, resource_version, frozenset()), key).first()
-        return self._shown([self._version(row)])[0] if row else None
+        statement = self._narrow(_SELECT_VERSION, resource_version, frozenset())
+        return self._one_shown(statement, key, resource_type, resource_version)
 
     def create(self, stored: StoredVersion) -> None:
         if not self.visibility.unrestricted and not self.visibility.grants:
