@@ -52,6 +52,7 @@ from tests.integration.oauth_helpers import (
     backend_token,
     bearer,
     exchange,
+    impersonation_form,
     pkce,
     unique_email,
 )
@@ -59,9 +60,6 @@ from tests.integration.oauth_helpers import (
 TAG = "urn:test:isolation-http"
 FHIR = "application/fhir+json"
 SUBSETTED = ("http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "SUBSETTED")
-TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
-ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
-PATIENT_TYPE = "urn:fhir-server:params:oauth:token-type:patient"
 CLIENT_SCOPES = "openid fhirUser launch/patient patient/*.rs patient/*.cruds user/*.rs user/*.cruds"
 BIRTH_DATE = "1970-05-05"
 LOINC_BLOOD_TYPE = "882-1"
@@ -244,15 +242,7 @@ def user_token(
 
 def impersonate(http: TestClient, client_id: str, actor: str, patient: str) -> dict[str, Any]:
     """RFC 8693 token exchange: the platform admin's token for a read-only token of one patient."""
-    form = {
-        "grant_type": TOKEN_EXCHANGE,
-        "client_id": client_id,
-        "subject_token": f"Patient/{patient}",
-        "subject_token_type": PATIENT_TYPE,
-        "actor_token": actor,
-        "actor_token_type": ACCESS_TOKEN_TYPE,
-    }
-    answer = http.post("/auth/token", data=form)
+    answer = http.post("/auth/token", data=impersonation_form(client_id, actor, patient))
     assert answer.status_code == 200, answer.text
     assert answer.json()["scope"] == "patient/*.rs"
     return dict(answer.json())

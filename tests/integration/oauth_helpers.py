@@ -30,6 +30,23 @@ ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 REDIRECT = "https://app.example.org/callback"
 
 
+TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
+ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
+PATIENT_TYPE = "urn:fhir-server:params:oauth:token-type:patient"
+
+
+def impersonation_form(client_id: str, actor: str, patient: str) -> dict[str, str]:
+    """RFC 8693 token exchange: a platform admin's access token (`actor`) for a token of one patient."""
+    return {
+        "grant_type": TOKEN_EXCHANGE,
+        "client_id": client_id,
+        "subject_token": f"Patient/{patient}",
+        "subject_token_type": PATIENT_TYPE,
+        "actor_token": actor,
+        "actor_token_type": ACCESS_TOKEN_TYPE,
+    }
+
+
 def served_with_tokens(settings: Any, store: Any, remote: tuple[str, int], **changes: Any) -> Iterator[TestClient]:
     """The test database served as by default (every FHIR request needs a bearer token; no
     local-operator shortcut), to a client at `remote` (not loopback), with settings `changes`."""

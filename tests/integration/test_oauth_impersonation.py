@@ -23,9 +23,11 @@ from fhir_server.auth import totp
 from fhir_server.authserver import admin
 from tests.conftest import FHIR_JSON
 from tests.integration.oauth_helpers import (
+    ACCESS_TOKEN_TYPE,
     ASSERTION_TYPE,
     BASE,
     PASSWORD,
+    TOKEN_EXCHANGE,
     Browser,
     accounts,
     assertion,
@@ -33,6 +35,7 @@ from tests.integration.oauth_helpers import (
     backend_client,
     bearer,
     exchange,
+    impersonation_form,
     key_pair,
     login_and_approve,
     patient_account,
@@ -43,9 +46,6 @@ from tests.integration.oauth_helpers import (
 )
 
 REMOTE = ("203.0.113.9", 50000)  # not loopback: no local-operator shortcut
-TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
-ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
-PATIENT_TYPE = "urn:fhir-server:params:oauth:token-type:patient"
 
 
 @pytest.fixture(scope="module")
@@ -94,15 +94,7 @@ def _user_token(http: TestClient, client_id: str, email: str, scope: str) -> str
 
 
 def _impersonate(http: TestClient, client_id: str, actor: str, patient: str, **extra: str) -> Any:
-    form = {
-        "grant_type": TOKEN_EXCHANGE,
-        "client_id": client_id,
-        "subject_token": f"Patient/{patient}",
-        "subject_token_type": PATIENT_TYPE,
-        "actor_token": actor,
-        "actor_token_type": ACCESS_TOKEN_TYPE,
-        **extra,
-    }
+    form = {**impersonation_form(client_id, actor, patient), **extra}
     return http.post("/auth/token", data={name: value for name, value in form.items() if value != ""})
 
 
