@@ -21,6 +21,8 @@ A resource outside every grant is simply not there: 404, as if it never existed.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from fhir_server.access import AccessContext, Grant, Visibility
 from fhir_server.auth.scopes import ResourceScope, parsed_resource_scopes
 from fhir_server.errors import Forbidden
@@ -89,6 +91,29 @@ def clinic_holdings(clinic: str) -> Visibility:
     contributed to, and those whose profile-sharing Consent for it is in force (what a clinic
     may register at itself; interactions/writing.py)."""
     return Visibility(grants=(Grant("Patient", clinic=clinic),), acting_clinic=clinic)
+
+
+def within_compartment(searchable: Visibility | None, readable: Visibility, patient: str) -> Visibility:
+    """What a caller may see of one patient's compartment (Patient/$everything): its search grants
+    (`searchable`; None: it may search nothing) and its read grants on Patient (`readable`), each
+    narrowed to `patient`'s compartment. Never more than those grants reach, only less."""
+    grants = [*(_within(searchable, patient, None) if searchable else []), *_within(readable, patient, "Patient")]
+    return Visibility(
+        grants=tuple(grants), acting_clinic=readable.acting_clinic, acting_patient=readable.acting_patient
+    )
+
+
+def _within(visibility: Visibility, patient: str, only: str | None) -> list[Grant]:
+    if visibility.unrestricted:
+        return [Grant(only or "*", patient=patient)]
+    narrowed: list[Grant] = []
+    for grant in visibility.grants:
+        if grant.patient not in (None, patient):
+            continue  # limited to another patient: nothing of this one
+        if only is not None and grant.resource_type not in ("*", only):
+            continue
+        narrowed.append(replace(grant, resource_type=only or grant.resource_type, patient=patient))
+    return narrowed
 
 
 def resource_scopes(context: AccessContext) -> list[ResourceScope]:

@@ -28,11 +28,11 @@ a bulk export) it is 501.
 
 from __future__ import annotations
 
-from contextlib import suppress
 from dataclasses import dataclass, replace
 from typing import Any
 
-from fhir_server.access import Grant, Visibility
+from fhir_server.access import Visibility
+from fhir_server.auth import policy
 from fhir_server.errors import Forbidden, Invalid, Issue, NotSupported
 from fhir_server.interactions import searchset
 from fhir_server.interactions.audit_subjects import context_patient
@@ -204,28 +204,12 @@ def _parsed(resource_type: str, name: str, code: str, value: str) -> tuple[Claus
 
 def _compartment_visibility(env: Env, patient: str) -> Visibility:
     """The caller's search grants and its read grants on Patient, each narrowed to `patient`'s
-    compartment: never more than the caller sees, only less."""
-    grants: list[Grant] = []
-    with suppress(Forbidden):  # no search grant at all: the Patient alone
-        grants.extend(_within(env.visibility("s", None), patient, None))
-    readable = env.visibility("r", "Patient")
-    grants.extend(_within(readable, patient, "Patient"))
-    return Visibility(
-        grants=tuple(grants), acting_clinic=readable.acting_clinic, acting_patient=readable.acting_patient
-    )
-
-
-def _within(visibility: Visibility, patient: str, only: str | None) -> list[Grant]:
-    if visibility.unrestricted:
-        return [Grant(only or "*", patient=patient)]
-    narrowed: list[Grant] = []
-    for grant in visibility.grants:
-        if grant.patient not in (None, patient):
-            continue  # limited to another patient: nothing of this one
-        if only is not None and grant.resource_type not in ("*", only):
-            continue
-        narrowed.append(replace(grant, resource_type=only or grant.resource_type, patient=patient))
-    return narrowed
+    compartment (policy.within_compartment): never more than the caller sees, only less."""
+    try:  # no search grant at all: the Patient alone
+        searchable: Visibility | None = env.visibility("s", None)
+    except Forbidden:
+        searchable = None
+    return policy.within_compartment(searchable, env.visibility("r", "Patient"), patient)
 
 
 def _referenced(env: Env, rows: list[Found], request: Everything) -> list[StoredVersion]:
